@@ -1,0 +1,232 @@
+"""Turn NVIDIA fatbin entries, cubins and PTX into inventory values (shared by the NVIDIA detectors)."""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+
+from kaudit.binfmt import tables as t
+from kaudit.binfmt.bounded import DEFAULT_MAX_PAYLOAD, Blob
+from kaudit.binfmt.cubin import CubinInfo, parse_cubin
+from kaudit.binfmt.fatbin import FatbinEntry, iter_containers, iter_entries, read_payload
+from kaudit.binfmt.ptx import PtxInfo, parse_ptx
+from kaudit.demangle import demangle
+from kaudit.detectors.interface import Detection, Problem
+from kaudit.errors import LimitExceeded, MalformedBinary
+from kaudit.inventory import CodeKind, Compression, DeviceCode, FindingKind, Kernel, Vendor
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def elf_extent(data: bytes) -> int:
+    """Bytes an ELF image really spans (headers, sections, section table): fatbin entries pad to 8."""
+    if len(data) < 64 or data[4] != 2:
+        return len(data)
+    phoff, shoff = struct.unpack_from("<QQ", data, 0x20)
+    phentsize, phnum, shentsize, shnum = struct.unpack_from("<HHHH", data, 0x36)
+    end = max(64, phoff + phentsize * phnum, shoff + shentsize * shnum)
+    for i in range(shnum):
+        header = shoff + i * shentsize
+        if header + 0x28 > len(data):
+            break
+        sh_type, = struct.unpack_from("<I", data, header + 4)
+        sh_offset, sh_size = struct.unpack_from("<QQ", data, header + 0x18)
+        if sh_type != 8:  # SHT_NOBITS occupies no file space
+            end = max(end, sh_offset + sh_size)
+    return min(end, len(data))
+
+
+def _entry_suffix(flags: int) -> str:
+    if flags & t.FLAG_ARCH_SPECIFIC:
+        return "a"
+    if flags & t.FLAG_FAMILY_SPECIFIC:
+        return "f"
+    return ""
+
+
+def cubin_code(
+    data: bytes,
+    location: str,
+    *,
+    entry_flags: int = 0,
+    relocatable: bool = False,
+    compression: Compression = Compression.NONE,
+    stored_size: int | None = None,
+    identifier: str | None = None,
+) -> DeviceCode:
+    """A SASS :class:`DeviceCode` for the cubin in ``data`` (raises :class:`MalformedBinary`)."""
+    image = data[: elf_extent(data)]
+    info: CubinInfo = parse_cubin(image)
+    accelerator = info.accelerator or bool(entry_flags & t.FLAG_ARCH_SPECIFIC)
+    family = not accelerator and (info.family or bool(entry_flags & t.FLAG_FAMILY_SPECIFIC))
+    arch = f"sm_{info.sm}{'a' if accelerator else 'f' if family else ''}"
+    kernels = tuple(
+        Kernel(
+            name=k.name,
+            demangled=demangle(k.name),
+            registers=k.registers,
+            code_size=k.code_size,
+            shared_bytes=k.shared_bytes,
+            stack_bytes=k.frame_bytes,
+            max_threads=k.max_threads,
+        )
+        for k in info.kernels
+    )
+    return DeviceCode(
+        vendor=Vendor.NVIDIA,
+        kind=CodeKind.SASS,
+        arch=arch,
+        location=location,
+        sha256=_sha256(image),
+        size=len(image),
+        stored_size=len(image) if stored_size is None else stored_size,
+        compression=compression,
+        relocatable=relocatable or info.relocatable,
+        link_stub=info.is_link_stub,
+        elf_abi_version=info.abi_version,
+        virtual_arch=f"compute_{info.virtual_sm}" if info.virtual_sm else None,
+        toolkit=info.toolkit,
+        compiler=info.tool,
+        identifier=identifier,
+        debug=bool(entry_flags & t.FLAG_DEBUG),
+        kernels=kernels,
+    )
+
+
+def ptx_code(
+    data: bytes,
+    location: str,
+    *,
+    entry_flags: int = 0,
+    relocatable: bool = False,
+    compression: Compression = Compression.NONE,
+    stored_size: int | None = None,
+    identifier: str | None = None,
+    options: str | None = None,
+) -> DeviceCode:
+    """A PTX :class:`DeviceCode` for the text in ``data`` (raises :class:`MalformedBinary`)."""
+    end = data.find(b"\0")
+    text = data if end < 0 else data[:end]
+    info: PtxInfo = parse_ptx(text)
+    arch = info.arch
+    suffix = _entry_suffix(entry_flags)
+    if suffix and not arch.endswith(suffix):
+        arch += suffix
+    return DeviceCode(
+        vendor=Vendor.NVIDIA,
+        kind=CodeKind.PTX,
+        arch=arch,
+        location=location,
+        sha256=_sha256(text),
+        size=len(text),
+        stored_size=len(text) if stored_size is None else stored_size,
+        compression=compression,
+        relocatable=relocatable,
+        ptx_isa=info.isa_version,
+        toolkit=info.toolkit,
+        identifier=identifier,
+        options=options,
+        debug=bool(entry_flags & t.FLAG_DEBUG),
+        kernels=tuple(Kernel(name=k, demangled=demangle(k)) for k in info.kernels),
+    )
+
+
+def describe_fatbin(
+    blob: Blob,
+    section: str,
+    detection: Detection,
+    *,
+    relocatable: bool = False,
+    cap: int = DEFAULT_MAX_PAYLOAD,
+) -> None:
+    """Add every entry of every container in ``blob`` (a section or a whole fatbin file) to ``detection``."""
+    prefix = f"{section}/" if section else ""
+    try:
+        for container, start, size in iter_containers(blob):
+            try:
+                for entry in iter_entries(blob, container, start, size):
+                    detection.device_code.append(_entry_code(blob, entry, prefix, relocatable, detection, cap))
+            except MalformedBinary as exc:
+                detection.problems.append(
+                    Problem(_kind(exc), f"fatbin container unreadable: {exc}", f"{prefix}container#{container}")
+                )
+    except MalformedBinary as exc:
+        detection.problems.append(Problem(_kind(exc), f"fatbin containers unreadable: {exc}", section or None))
+
+
+def _kind(exc: MalformedBinary) -> FindingKind:
+    return FindingKind.LIMIT if isinstance(exc, LimitExceeded) else FindingKind.MALFORMED
+
+
+def _entry_code(
+    blob: Blob, entry: FatbinEntry, prefix: str, relocatable: bool, detection: Detection, cap: int
+) -> DeviceCode:
+    location = prefix + entry.location
+    compression = Compression(entry.compression)
+    suffix = _entry_suffix(entry.flags)
+    if entry.kind in (t.FATBIN_KIND_ELF, t.FATBIN_KIND_PTX):
+        try:
+            payload = read_payload(blob, entry, cap)
+            if entry.kind == t.FATBIN_KIND_ELF:
+                return cubin_code(
+                    payload,
+                    location,
+                    entry_flags=entry.flags,
+                    relocatable=relocatable,
+                    compression=compression,
+                    stored_size=entry.stored_size,
+                    identifier=entry.identifier,
+                )
+            return ptx_code(
+                payload,
+                location,
+                entry_flags=entry.flags,
+                relocatable=relocatable,
+                compression=compression,
+                stored_size=entry.stored_size,
+                identifier=entry.identifier,
+                options=entry.options,
+            )
+        except MalformedBinary as exc:
+            detection.problems.append(Problem(_kind(exc), f"fatbin entry unreadable: {exc}", location))
+            kind = CodeKind.SASS if entry.kind == t.FATBIN_KIND_ELF else CodeKind.PTX
+            arch = f"{'sm' if kind is CodeKind.SASS else 'compute'}_{entry.arch}{suffix}"
+            return _opaque(blob, entry, location, kind, arch, relocatable, f"not decoded: {exc}")
+    if entry.kind == t.FATBIN_KIND_LTO_IR:
+        return _opaque(
+            blob, entry, location, CodeKind.LTO_IR, f"compute_{entry.arch}{suffix}", True, None, entry.options
+        )
+    return _opaque(
+        blob, entry, location, CodeKind.OPAQUE, None, relocatable, f"unknown fatbin entry kind {entry.kind}"
+    )
+
+
+def _opaque(
+    blob: Blob,
+    entry: FatbinEntry,
+    location: str,
+    kind: CodeKind,
+    arch: str | None,
+    relocatable: bool,
+    note: str | None,
+    options: str | None = None,
+) -> DeviceCode:
+    """An entry kept by its stored bytes' hash (LTO-IR, unknown kinds, undecodable payloads)."""
+    stored = blob.read(entry.payload_offset, entry.stored_size)
+    return DeviceCode(
+        vendor=Vendor.NVIDIA,
+        kind=kind,
+        arch=arch,
+        location=location,
+        sha256=_sha256(stored),
+        size=entry.uncompressed_size or entry.stored_size,
+        stored_size=entry.stored_size,
+        compression=Compression(entry.compression),
+        relocatable=relocatable,
+        identifier=entry.identifier,
+        options=options,
+        debug=bool(entry.flags & t.FLAG_DEBUG),
+        notes=(note,) if note else (),
+    )

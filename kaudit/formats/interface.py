@@ -1,0 +1,19 @@
+"""The output-format seam: each format renders a :class:`~kaudit.inventory.ScanReport` to text."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+from kaudit.inventory import ScanReport
+
+
+class Format(ABC):
+    """Renders a scan report."""
+
+    name: str
+    is_manifest: bool
+    """True for machine-readable formats (safe to pipe); False for human-oriented ones."""
+
+    @abstractmethod
+    def render(self, report: ScanReport) -> str:
+        """The whole document, ending with a newline."""

@@ -1,0 +1,68 @@
+"""The default human-readable table (rich): one row per GPU binary, then the scan findings."""
+
+from __future__ import annotations
+
+import io
+
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from kaudit.formats.interface import Format
+from kaudit.inventory import ArchSummary, ScanReport
+
+
+def _archs(values: tuple[str, ...]) -> str:
+    return " ".join(values) if values else "-"
+
+
+def _relocatable(summary: ArchSummary) -> str:
+    if not summary.object_count:
+        return "-"
+    archs = " ".join((*summary.sass_archs, *summary.ptx_archs, *summary.gfx_targets))
+    return f"{summary.object_count} obj {archs}".strip()
+
+
+class TableFormat(Format):
+    name = "table"
+    is_manifest = False
+
+    def __init__(self, width: int | None = None, color: bool = False) -> None:
+        self._width = width
+        self._color = color
+
+    def render(self, report: ScanReport) -> str:
+        buffer = io.StringIO()
+        console = Console(
+            file=buffer, width=self._width or 160, force_terminal=self._color, no_color=not self._color
+        )
+        table = Table(title=Text(f"GPU device code in {report.subject}"), title_justify="left", expand=False)
+        for column in ("path", "format", "SASS", "PTX", "gfx", "kernels", "relocatable", "stubs", "sha256"):
+            table.add_column(column, overflow="fold")
+        for binary in report.binaries:
+            cells = (
+                binary.path,
+                binary.format,
+                _archs(binary.loadable.sass_archs),
+                _archs(binary.loadable.ptx_archs),
+                _archs(binary.loadable.gfx_targets),
+                str(binary.loadable.kernel_count),
+                _relocatable(binary.relocatable),
+                str(binary.link_stub_count or "-"),
+                binary.sha256[:12],
+            )
+            table.add_row(*(Text(cell) for cell in cells))  # Text: paths may contain rich markup
+        console.print(table)
+        stats = report.stats
+        console.print(
+            f"{len(report.binaries)} GPU binaries in {stats.files_seen} files "
+            f"({stats.bytes_seen / 1e6:.1f} MB) in {stats.duration_s:.2f} s",
+            highlight=False,
+        )
+        if report.findings:
+            console.print(f"{len(report.findings)} problems:", style="bold", highlight=False)
+            for finding in report.findings:
+                where = f" [{finding.location}]" if finding.location else ""
+                console.print(f"  {finding.kind.value}: {finding.path}{where}: {finding.reason}", highlight=False,
+                              markup=False)  # fmt: skip
+        return buffer.getvalue()

@@ -1,0 +1,201 @@
+"""The kernel inventory: plain, frozen dataclasses with no I/O.
+
+Everything kaudit finds is described here; detectors build these values, formats render them, rules
+(later) judge them. "Could not read" is a value too (:class:`ScanFinding`), never an exception that
+escapes a scan.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+
+class Vendor(StrEnum):
+    """Who defines the device code's instruction set."""
+
+    NVIDIA = "nvidia"
+    AMD = "amd"
+    INTEL = "intel"
+
+
+class CodeKind(StrEnum):
+    """What a device code object is."""
+
+    SASS = "sass"
+    """An NVIDIA cubin: machine code for one real SM architecture."""
+    PTX = "ptx"
+    """NVIDIA virtual ISA text, JIT-compiled by the driver at load time."""
+    LTO_IR = "lto-ir"
+    """NVVM IR kept for link-time optimisation; never loaded directly."""
+    HSACO = "hsaco"
+    """An AMD code object (ELF EM_AMDGPU) for one gfx target."""
+    LLVM_BITCODE = "llvm-bitcode"
+    """LLVM bitcode for a device (``-fgpu-rdc`` objects); needs linking before it can run."""
+    SPIRV = "spirv"
+    """SPIR-V images (Intel SYCL bundles); recorded, not decoded."""
+    OPAQUE = "opaque"
+    """A device payload of a kind kaudit does not know; kept with its hash."""
+
+
+class Compression(StrEnum):
+    """How a payload was stored in its container."""
+
+    NONE = "none"
+    LZ4 = "lz4"
+    ZSTD = "zstd"
+    ZLIB = "zlib"
+
+
+@dataclass(frozen=True)
+class Kernel:
+    """One kernel entry point in a device code object."""
+
+    name: str
+    """The symbol name as stored (mangled for C++)."""
+    demangled: str | None = None
+    """The C++ demangled name; ``None`` when the name is not mangled or cannot be demangled."""
+    registers: int | None = None
+    """Registers per thread: CUDA ``EIATTR_REGCOUNT`` or AMD ``.vgpr_count``."""
+    sgprs: int | None = None
+    """AMD scalar registers (``.sgpr_count``)."""
+    code_size: int | None = None
+    """Bytes of machine code (the symbol size) where recorded."""
+    shared_bytes: int | None = None
+    """Static shared memory: CUDA ``.nv.shared.<kernel>`` section size, AMD LDS bytes."""
+    stack_bytes: int | None = None
+    """Per-thread stack/scratch: CUDA ``EIATTR_FRAME_SIZE``, AMD private segment size."""
+    max_threads: int | None = None
+    """Launch-bounds limit on threads per block/work-group, where recorded."""
+
+
+@dataclass(frozen=True)
+class DeviceCode:
+    """One device code object: a cubin, a PTX module, an HSACO code object, an opaque payload."""
+
+    vendor: Vendor
+    kind: CodeKind
+    arch: str | None
+    """``sm_90a`` for SASS, ``compute_90`` for PTX/LTO-IR, a gfx target ID such as ``gfx942:sramecc+:xnack-``."""
+    location: str
+    """Where in the file: section, container and entry index, e.g. ``.nv_fatbin#0/entry#2``."""
+    sha256: str
+    """sha256 of the payload after decompression (or of the stored bytes when it cannot be decompressed)."""
+    size: int
+    """Payload size after decompression."""
+    stored_size: int
+    """Bytes the payload occupies in the file."""
+    compression: Compression = Compression.NONE
+    relocatable: bool = False
+    """Relocatable code (``__nv_relfatbin``, ET_REL cubins, rdc bitcode): input to a device link, not loaded."""
+    link_stub: bool = False
+    """An nvlink device-link stub: an ELF image with no code and zero kernels."""
+    elf_abi_version: int | None = None
+    """EI_ABIVERSION of a cubin (7 = old ABI, 8 = new ABI) or of an HSACO."""
+    code_object_version: int | None = None
+    """AMD code object version (v2…v6)."""
+    ptx_isa: str | None = None
+    """PTX ISA version (the ``.version`` directive), for PTX."""
+    virtual_arch: str | None = None
+    """The ``compute_XX`` a cubin was compiled from, where recorded."""
+    toolkit: str | None = None
+    """CUDA toolkit version (``13.0``) recorded in the object."""
+    compiler: str | None = None
+    """The producing tool and its version string (``ptxas``/``nvlink`` tkinfo, clang producer)."""
+    identifier: str | None = None
+    """The fatbin entry identifier (usually the source file name)."""
+    options: str | None = None
+    """Compiler options recorded with the entry (ptxas options for PTX, cicc options for LTO-IR)."""
+    bundle_id: str | None = None
+    """The clang offload bundle entry ID, for AMD code from bundles."""
+    debug: bool = False
+    """Built with device debug information (``-G``)."""
+    kernels: tuple[Kernel, ...] = ()
+    notes: tuple[str, ...] = ()
+    """Things kaudit noticed while reading this object (e.g. why it is opaque)."""
+
+    @property
+    def loadable(self) -> bool:
+        """True when a runtime would load this object as is (what cuobjdump's default listing counts)."""
+        return not (self.relocatable or self.link_stub) and self.kind in (
+            CodeKind.SASS,
+            CodeKind.PTX,
+            CodeKind.HSACO,
+        )
+
+
+@dataclass(frozen=True)
+class ArchSummary:
+    """Architecture coverage and kernel count over a set of device code objects."""
+
+    sass_archs: tuple[str, ...] = ()
+    ptx_archs: tuple[str, ...] = ()
+    gfx_targets: tuple[str, ...] = ()
+    kernel_count: int = 0
+    object_count: int = 0
+
+
+@dataclass(frozen=True)
+class GpuBinary:
+    """A file (or archive member) that holds GPU device code."""
+
+    path: str
+    """Path as scanned; members of wheels and archives are written ``archive!/member``."""
+    size: int
+    sha256: str
+    format: str
+    """The container format: ``elf-shared-object``, ``elf-executable``, ``elf-relocatable``, ``cubin``, ``ptx``,
+    ``fatbin``, ``hsaco``, ``offload-bundle``, ``ccob``, ``pe``, ``macho``, ``offload-binary``."""
+    device_code: tuple[DeviceCode, ...]
+    loadable: ArchSummary
+    """Counts over loadable code only, as cuobjdump's default listing."""
+    relocatable: ArchSummary
+    """Counts over relocatable code (``__nv_relfatbin``, rdc objects), reported separately."""
+    link_stub_count: int = 0
+    soname: str | None = None
+    needed: tuple[str, ...] = ()
+    gpu_runtimes: tuple[str, ...] = ()
+    """NEEDED entries that are GPU runtimes (libcudart, libamdhip64, …)."""
+    notes: tuple[str, ...] = ()
+
+
+class FindingKind(StrEnum):
+    """Why a file or object could not be (fully) read."""
+
+    MALFORMED = "malformed"
+    LIMIT = "limit-exceeded"
+    UNSUPPORTED = "unsupported"
+    UNREADABLE = "unreadable"
+
+
+@dataclass(frozen=True)
+class ScanFinding:
+    """A problem met while scanning; the scan went on."""
+
+    path: str
+    kind: FindingKind
+    reason: str
+    location: str | None = None
+    """Where inside the file, when the problem is in one object of it."""
+
+
+@dataclass(frozen=True)
+class ScanStats:
+    """What the scan looked at."""
+
+    files_seen: int = 0
+    files_parsed: int = 0
+    bytes_seen: int = 0
+    duration_s: float = 0.0
+
+
+@dataclass(frozen=True)
+class ScanReport:
+    """The result of ``kaudit scan``."""
+
+    subject: str
+    """What was scanned (a path)."""
+    binaries: tuple[GpuBinary, ...]
+    findings: tuple[ScanFinding, ...] = ()
+    stats: ScanStats = field(default_factory=ScanStats)
+    tool_version: str = ""

@@ -1,0 +1,250 @@
+"""Walk files, directory trees and archives (wheels and other zips, ``ar`` static libraries) in place.
+
+Everything is opened read-only; symlinks inside trees are not followed and special files (FIFOs, devices)
+are never opened, so a scan cannot block or escape the tree. Archive members are read without extracting
+anything to disk, under size, count and depth limits.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import stat
+import zipfile
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from types import TracebackType
+
+from kaudit.binfmt.bounded import Blob, BytesBlob, FileBlob, SubBlob
+from kaudit.detectors.interface import SNIFF_BYTES
+from kaudit.errors import LimitExceeded, MalformedBinary
+
+ZIP_MAGIC = b"PK\x03\x04"
+AR_MAGIC = b"!<arch>\n"
+MAX_ARCHIVE_DEPTH = 3
+MAX_ARCHIVE_MEMBERS = 200_000
+MAX_MEMBER_BYTES = 2 << 30
+"""Members are read into memory to be parsed; a larger member is reported, not read."""
+_HASH_CHUNK = 1 << 20
+
+
+@dataclass
+class Candidate:
+    """A file (or archive member) to offer to the detectors."""
+
+    path: str
+    size: int
+    head: bytes
+    open_blob: Callable[[], AbstractContextManager[Blob]]
+    """Opens the full content; a context manager so file descriptors are closed promptly."""
+
+
+@dataclass(frozen=True)
+class WalkProblem:
+    """A file or member that could not be read; the walk went on."""
+
+    path: str
+    reason: str
+    limit: bool = False
+
+
+class _FileOpener:
+    def __init__(self, path: str, size: int) -> None:
+        self._path = path
+        self._size = size
+        self._fd = -1
+
+    def __enter__(self) -> Blob:
+        self._fd = os.open(self._path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0))
+        return FileBlob(self._fd, self._size)
+
+    def __exit__(self, *exc: object) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+
+class _Ready:
+    """A context manager that hands out an already-open blob."""
+
+    def __init__(self, blob: Blob) -> None:
+        self._blob = blob
+
+    def __enter__(self) -> Blob:
+        return self._blob
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        return None
+
+
+def sha256_of(blob: Blob) -> str:
+    """sha256 of a blob's content, read in 1 MiB chunks."""
+    if isinstance(blob, BytesBlob):
+        return hashlib.sha256(blob.data).hexdigest()
+    digest = hashlib.sha256()
+    for offset in range(0, blob.size, _HASH_CHUNK):
+        digest.update(blob.read(offset, min(_HASH_CHUNK, blob.size - offset)))
+    return digest.hexdigest()
+
+
+class Walker:
+    """Yields :class:`Candidate` files under the given paths; problems are collected in :attr:`problems`."""
+
+    def __init__(self, *, sniff: Callable[[bytes], bool]) -> None:
+        self.problems: list[WalkProblem] = []
+        self.files_seen = 0
+        self.bytes_seen = 0
+        self._sniff = sniff
+
+    def walk(self, root: str) -> Iterator[Candidate]:
+        """Every regular file under ``root`` (a file or a directory), descending into archives."""
+        try:
+            info = os.stat(root)
+        except OSError as exc:
+            self.problems.append(WalkProblem(root, f"cannot read: {exc.strerror}"))
+            return
+        if stat.S_ISDIR(info.st_mode):
+            yield from self._walk_tree(root)
+        elif stat.S_ISREG(info.st_mode):
+            yield from self._file(root, info.st_size)
+        else:
+            self.problems.append(WalkProblem(root, "not a regular file or directory; not opened"))
+
+    def _walk_tree(self, root: str) -> Iterator[Candidate]:
+        def on_error(exc: OSError) -> None:
+            self.problems.append(WalkProblem(exc.filename or root, f"cannot list: {exc.strerror}"))
+
+        for directory, dirnames, filenames in os.walk(root, onerror=on_error):
+            dirnames.sort()
+            for name in sorted(filenames):
+                path = os.path.join(directory, name)
+                try:
+                    info = os.lstat(path)
+                except OSError as exc:
+                    self.problems.append(WalkProblem(path, f"cannot read: {exc.strerror}"))
+                    continue
+                if stat.S_ISREG(info.st_mode):
+                    yield from self._file(path, info.st_size)
+
+    def _file(self, path: str, size: int) -> Iterator[Candidate]:
+        self.files_seen += 1
+        self.bytes_seen += size
+        opener = _FileOpener(path, size)
+        try:
+            with opener as blob:
+                head = blob.read(0, min(size, SNIFF_BYTES))
+                if head.startswith(AR_MAGIC) or head.startswith(ZIP_MAGIC):
+                    yield from self._archive(path, blob, head, depth=1)
+                    return
+        except (OSError, MalformedBinary) as exc:
+            self.problems.append(WalkProblem(path, f"cannot read: {getattr(exc, 'strerror', None) or exc}"))
+            return
+        if self._sniff(head):
+            yield Candidate(path, size, head, lambda: _FileOpener(path, size))
+
+    def _archive(self, path: str, blob: Blob, head: bytes, depth: int) -> Iterator[Candidate]:
+        if depth > MAX_ARCHIVE_DEPTH:
+            self.problems.append(WalkProblem(path, f"archive nested deeper than {MAX_ARCHIVE_DEPTH}; not opened", True))
+            return
+        members = _ar_members(blob) if head.startswith(AR_MAGIC) else _zip_members(blob)
+        try:
+            for index, (name, member_blob) in enumerate(members):
+                if index >= MAX_ARCHIVE_MEMBERS:
+                    raise LimitExceeded(f"archive has over {MAX_ARCHIVE_MEMBERS} members")
+                member_path = f"{path}!/{name}"
+                if isinstance(member_blob, WalkProblem):
+                    self.problems.append(WalkProblem(member_path, member_blob.reason, member_blob.limit))
+                    continue
+                self.files_seen += 1
+                self.bytes_seen += member_blob.size
+                member_head = member_blob.read(0, min(member_blob.size, SNIFF_BYTES))
+                if member_head.startswith(AR_MAGIC) or member_head.startswith(ZIP_MAGIC):
+                    yield from self._archive(member_path, member_blob, member_head, depth + 1)
+                elif self._sniff(member_head):
+                    yield Candidate(member_path, member_blob.size, member_head, _ready_factory(member_blob))
+        except (MalformedBinary, zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:
+            self.problems.append(WalkProblem(path, f"archive unreadable: {exc}", isinstance(exc, LimitExceeded)))
+
+
+def _ready_factory(blob: Blob) -> Callable[[], AbstractContextManager[Blob]]:
+    return lambda: _Ready(blob)
+
+
+class _ZipStream:
+    """A read-only file object over a blob, for :mod:`zipfile`."""
+
+    def __init__(self, blob: Blob) -> None:
+        self._blob = blob
+        self._pos = 0
+
+    def seekable(self) -> bool:
+        return True
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        self._pos = max(0, (0, self._pos, self._blob.size)[whence] + offset)
+        return self._pos
+
+    def tell(self) -> int:
+        return self._pos
+
+    def read(self, size: int = -1) -> bytes:
+        end = self._blob.size if size is None or size < 0 else min(self._blob.size, self._pos + size)
+        data = self._blob.read(self._pos, max(0, end - self._pos)) if end > self._pos else b""
+        self._pos += len(data)
+        return data
+
+
+def _zip_members(blob: Blob) -> Iterator[tuple[str, Blob | WalkProblem]]:
+    """Regular-file members of a zip archive (a wheel), read into memory one at a time, size-capped."""
+    with zipfile.ZipFile(_ZipStream(blob)) as archive:  # type: ignore[arg-type]
+        for info in archive.infolist():
+            if info.is_dir() or stat.S_ISLNK(info.external_attr >> 16):
+                continue
+            if info.file_size > MAX_MEMBER_BYTES:
+                yield info.filename, WalkProblem("", f"member of {info.file_size} bytes is over the limit", True)
+                continue
+            with archive.open(info) as member:
+                head = member.read(SNIFF_BYTES)
+                if not (head.startswith((ZIP_MAGIC, AR_MAGIC)) or head.startswith(b"\x7fELF") or len(head) < info.file_size
+                        or head):  # fmt: skip
+                    continue
+                # zipfile stops at the declared size and checks the CRC, so a lying header cannot inflate more.
+                data = head + member.read(info.file_size - len(head))
+            yield info.filename, BytesBlob(data)
+
+
+def _ar_members(blob: Blob) -> Iterator[tuple[str, Blob | WalkProblem]]:
+    """Members of a System V / GNU / BSD ``ar`` archive, as windows on the archive (no copies)."""
+    offset = len(AR_MAGIC)
+    long_names = b""
+    while offset + 60 <= blob.size:
+        header = blob.read(offset, 60)
+        if header[58:60] != b"`\n":
+            raise MalformedBinary("ar member header has a bad terminator", offset=offset)
+        raw_name = header[:16].decode("ascii", "replace").rstrip()
+        try:
+            size = int(header[48:58].decode("ascii").strip() or "0")
+        except ValueError as exc:
+            raise MalformedBinary("ar member size is not a number", offset=offset) from exc
+        data_start = offset + 60
+        if data_start + size > blob.size:
+            raise MalformedBinary("ar member runs past the end of the archive", offset=offset)
+        name, skip = raw_name, 0
+        if raw_name.startswith("#1/"):  # BSD: the name follows the header
+            length = int(raw_name[3:] or "0")
+            name = blob.read(data_start, min(length, size)).rstrip(b"\0").decode("utf-8", "replace")
+            skip = length
+        elif raw_name == "//":
+            long_names = blob.read(data_start, size)
+        elif raw_name.startswith("/") and raw_name[1:].isdigit():  # GNU long name reference
+            start = int(raw_name[1:])
+            end = long_names.find(b"/\n", start)
+            name = long_names[start : end if end >= 0 else None].decode("utf-8", "replace")
+        else:
+            name = raw_name.rstrip("/")
+        if raw_name not in ("/", "//", "/SYM64/", "__.SYMDEF", "__.SYMDEF SORTED") and name:
+            yield name, SubBlob(blob, data_start + skip, size - skip)
+        offset = data_start + size + (size & 1)
