@@ -66,9 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FORMAT[=FILE]",
         help=f"output format ({', '.join(FORMATS)}), to FILE or standard output; may repeat (default: table)",
     )
-    path.add_argument(
-        "--strict", action="store_true", help="exit 2 when any file could not be fully read"
-    )
+    path.add_argument("--strict", action="store_true", help="exit 2 when any file could not be fully read")
     path.add_argument(
         "--progress",
         choices=("auto", "always", "never"),

@@ -117,9 +117,7 @@ def cstring(data: bytes, offset: int, limit: int = 4096) -> str:
 
 def _check_claim(claimed: int, cap: int, what: str) -> None:
     if claimed > cap:
-        raise LimitExceeded(
-            f"{what} claims {claimed} bytes decompressed, over the {cap}-byte limit; not decompressed"
-        )
+        raise LimitExceeded(f"{what} claims {claimed} bytes decompressed, over the {cap}-byte limit; not decompressed")
 
 
 def lz4_block(raw: bytes, expected_size: int, cap: int = DEFAULT_MAX_PAYLOAD) -> bytes:

@@ -188,10 +188,7 @@ class ElfFile:
             raise MalformedBinary(f"symbol table {section.name!r} links to no string table")
         strtab = self.section_data(sections[section.link])
         data = self.section_data(section)
-        if self.is_64:
-            layout = struct.Struct(self.endian + "IBBHQQ")
-        else:
-            layout = struct.Struct(self.endian + "IIIBBH")
+        layout = struct.Struct(self.endian + ("IBBHQQ" if self.is_64 else "IIIBBH"))
         entsize = section.entsize or layout.size
         if entsize < layout.size:
             raise MalformedBinary(f"symbol entry size {entsize} is too small in {section.name!r}")

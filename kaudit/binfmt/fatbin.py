@@ -74,7 +74,7 @@ def iter_containers(blob: Blob) -> Iterator[tuple[int, int, int]]:
         found = _find_magic(blob, offset)
         if found is None:
             return
-        magic, version, header_size, entries_size = _CONTAINER.unpack(blob.read(found, _CONTAINER.size))
+        _magic, _version, header_size, entries_size = _CONTAINER.unpack(blob.read(found, _CONTAINER.size))
         if header_size < _CONTAINER.size:
             raise MalformedBinary(f"fatbin container header size {header_size} is below 16", offset=found)
         check_range(blob.size, found, header_size + entries_size, "fatbin container")
@@ -113,9 +113,7 @@ def iter_entries(blob: Blob, container: int, start: int, size: int) -> Iterator[
         if header_size < _ENTRY.size:
             raise MalformedBinary(f"fatbin entry header size {header_size} is below 64", offset=offset)
         if offset + header_size + padded > end:
-            raise MalformedBinary(
-                f"fatbin entry ({header_size}+{padded} bytes) runs past its container", offset=offset
-            )
+            raise MalformedBinary(f"fatbin entry ({header_size}+{padded} bytes) runs past its container", offset=offset)
         if compressed > padded:
             raise MalformedBinary(
                 f"fatbin entry compressed size {compressed} exceeds its stored size {padded}", offset=offset

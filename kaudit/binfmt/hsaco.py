@@ -143,8 +143,7 @@ def _kernels_from_descriptors(elf: ElfFile) -> list[HsacoKernel]:
             section = sections[symbol.shndx]
             base = symbol.value - section.addr  # st_value is an address in ET_DYN, an offset in ET_REL
             data = elf.section_data(section)
-            if 0 <= base and base + _KERNEL_DESCRIPTOR_SIZE <= len(data):
+            if base >= 0 and base + _KERNEL_DESCRIPTOR_SIZE <= len(data):
                 kernel.lds_bytes, kernel.private_bytes = struct.unpack_from("<II", data, base)
         kernels[symbol.name] = kernel
     return list(kernels.values())
-

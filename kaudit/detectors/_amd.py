@@ -97,9 +97,7 @@ def code_object(
         return None
     if data.startswith(ELF_MAGIC) and len(data) > 20 and int.from_bytes(data[18:20], "little") == EM_AMDGPU:
         try:
-            return hsaco_code(
-                data, location, bundle_id=bundle_id, compression=compression, relocatable=relocatable
-            )
+            return hsaco_code(data, location, bundle_id=bundle_id, compression=compression, relocatable=relocatable)
         except MalformedBinary as exc:
             detection.problems.append(Problem(_kind(exc), f"AMD code object unreadable: {exc}", location))
             return _opaque(data, location, Vendor.AMD, CodeKind.HSACO, target, bundle_id, compression, str(exc))

@@ -31,11 +31,11 @@ def elf_extent(data: bytes) -> int:
         header = shoff + i * shentsize
         if header + 0x28 > len(data):
             break
-        sh_type, = struct.unpack_from("<I", data, header + 4)
+        (sh_type,) = struct.unpack_from("<I", data, header + 4)
         sh_offset, sh_size = struct.unpack_from("<QQ", data, header + 0x18)
         if sh_type != 8:  # SHT_NOBITS occupies no file space
             end = max(end, sh_offset + sh_size)
-    return min(end, len(data))
+    return int(min(end, len(data)))
 
 
 def _entry_suffix(flags: int) -> str:
@@ -198,9 +198,7 @@ def _entry_code(
         return _opaque(
             blob, entry, location, CodeKind.LTO_IR, f"compute_{entry.arch}{suffix}", True, None, entry.options
         )
-    return _opaque(
-        blob, entry, location, CodeKind.OPAQUE, None, relocatable, f"unknown fatbin entry kind {entry.kind}"
-    )
+    return _opaque(blob, entry, location, CodeKind.OPAQUE, None, relocatable, f"unknown fatbin entry kind {entry.kind}")
 
 
 def _opaque(

@@ -10,6 +10,7 @@ pyelftools, only for files that carry device code.
 from __future__ import annotations
 
 import io
+from typing import IO, cast
 
 from kaudit.binfmt.bounded import Blob, BytesBlob
 from kaudit.binfmt.elf import ELF_MAGIC, EM_AMDGPU, EM_CUDA, ET_DYN, ET_EXEC, ET_REL, ElfFile, Section
@@ -100,7 +101,7 @@ def _dynamic(blob: Blob, detection: Detection) -> tuple[str | None, tuple[str, .
     from elftools.elf.dynamic import DynamicSection
     from elftools.elf.elffile import ELFFile
 
-    stream = io.BytesIO(blob.data) if isinstance(blob, BytesBlob) else _BlobReader(blob)
+    stream = cast(IO[bytes], io.BytesIO(blob.data) if isinstance(blob, BytesBlob) else _BlobReader(blob))
     soname: str | None = None
     needed: list[str] = []
     try:
@@ -108,9 +109,9 @@ def _dynamic(blob: Blob, detection: Detection) -> tuple[str | None, tuple[str, .
             if isinstance(section, DynamicSection):
                 for tag in section.iter_tags():
                     if tag.entry.d_tag == "DT_NEEDED":
-                        needed.append(str(tag.needed))
+                        needed.append(str(vars(tag)["needed"]))  # pyelftools sets these per tag
                     elif tag.entry.d_tag == "DT_SONAME":
-                        soname = str(tag.soname)
+                        soname = str(vars(tag)["soname"])
     except Exception as exc:  # pyelftools raises ELFError, struct and construct errors on corrupt input
         detection.problems.append(Problem(FindingKind.MALFORMED, f"dynamic section unreadable: {exc}", ".dynamic"))
     return soname, tuple(needed)

@@ -33,9 +33,7 @@ class TableFormat(Format):
 
     def render(self, report: ScanReport) -> str:
         buffer = io.StringIO()
-        console = Console(
-            file=buffer, width=self._width or 160, force_terminal=self._color, no_color=not self._color
-        )
+        console = Console(file=buffer, width=self._width or 160, force_terminal=self._color, no_color=not self._color)
         table = Table(title=Text(f"GPU device code in {report.subject}"), title_justify="left", expand=False)
         for column in ("path", "format", "SASS", "PTX", "gfx", "kernels", "relocatable", "stubs", "sha256"):
             table.add_column(column, overflow="fold")

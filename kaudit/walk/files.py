@@ -16,7 +16,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from types import TracebackType
 
-from kaudit.binfmt.bounded import Blob, BytesBlob, FileBlob, SubBlob
+from kaudit.binfmt.bounded import Blob, BytesBlob, FileBlob, SubBlob, check_range
 from kaudit.detectors.interface import SNIFF_BYTES
 from kaudit.errors import LimitExceeded, MalformedBinary
 
@@ -160,12 +160,23 @@ class Walker:
                     continue
                 self.files_seen += 1
                 self.bytes_seen += member_blob.size
-                member_head = member_blob.read(0, min(member_blob.size, SNIFF_BYTES))
+                if isinstance(member_blob, _ZipMember):
+                    member_head = member_blob.head()
+                else:
+                    member_head = member_blob.read(0, min(member_blob.size, SNIFF_BYTES))
                 if member_head.startswith(AR_MAGIC) or member_head.startswith(ZIP_MAGIC):
                     yield from self._archive(member_path, member_blob, member_head, depth + 1)
                 elif self._sniff(member_head):
                     yield Candidate(member_path, member_blob.size, member_head, _ready_factory(member_blob))
-        except (MalformedBinary, zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:
+        except (
+            MalformedBinary,
+            zipfile.BadZipFile,
+            zipfile.LargeZipFile,
+            OSError,
+            EOFError,
+            ValueError,
+            NotImplementedError,
+        ) as exc:
             self.problems.append(WalkProblem(path, f"archive unreadable: {exc}", isinstance(exc, LimitExceeded)))
 
 
@@ -197,23 +208,46 @@ class _ZipStream:
         return data
 
 
+class _ZipMember:
+    """A blob over one zip member, decompressed into memory on first full read (one member at a time)."""
+
+    def __init__(self, archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> None:
+        self._archive = archive
+        self._info = info
+        self._data: bytes | None = None
+
+    @property
+    def size(self) -> int:
+        return self._info.file_size
+
+    def head(self) -> bytes:
+        with self._archive.open(self._info) as member:
+            return member.read(SNIFF_BYTES)
+
+    def read(self, offset: int, length: int) -> bytes:
+        if self._data is None:
+            # zipfile stops at the declared size and checks the CRC: a lying header cannot inflate more.
+            with self._archive.open(self._info) as member:
+                self._data = member.read(self._info.file_size)
+            if len(self._data) != self._info.file_size:
+                raise MalformedBinary(f"zip member is shorter ({len(self._data)} bytes) than its header says")
+        check_range(len(self._data), offset, length, "read")
+        return self._data[offset : offset + length]
+
+
 def _zip_members(blob: Blob) -> Iterator[tuple[str, Blob | WalkProblem]]:
-    """Regular-file members of a zip archive (a wheel), read into memory one at a time, size-capped."""
-    with zipfile.ZipFile(_ZipStream(blob)) as archive:  # type: ignore[arg-type]
+    """Regular-file members of a zip archive (a wheel), size-capped."""
+    with zipfile.ZipFile(_ZipStream(blob)) as archive:
         for info in archive.infolist():
             if info.is_dir() or stat.S_ISLNK(info.external_attr >> 16):
                 continue
             if info.file_size > MAX_MEMBER_BYTES:
-                yield info.filename, WalkProblem("", f"member of {info.file_size} bytes is over the limit", True)
+                yield (
+                    info.filename,
+                    WalkProblem("", f"member of {info.file_size} bytes is over the limit", True),
+                )
                 continue
-            with archive.open(info) as member:
-                head = member.read(SNIFF_BYTES)
-                if not (head.startswith((ZIP_MAGIC, AR_MAGIC)) or head.startswith(b"\x7fELF") or len(head) < info.file_size
-                        or head):  # fmt: skip
-                    continue
-                # zipfile stops at the declared size and checks the CRC, so a lying header cannot inflate more.
-                data = head + member.read(info.file_size - len(head))
-            yield info.filename, BytesBlob(data)
+            yield info.filename, _ZipMember(archive, info)
 
 
 def _ar_members(blob: Blob) -> Iterator[tuple[str, Blob | WalkProblem]]:
