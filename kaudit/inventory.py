@@ -90,6 +90,8 @@ class DeviceCode:
     """Relocatable code (``__nv_relfatbin``, ET_REL cubins, rdc bitcode): input to a device link, not loaded."""
     link_stub: bool = False
     """An nvlink device-link stub: an ELF image with no code and zero kernels."""
+    elf_flags: int | None = None
+    """``e_flags`` of a cubin or HSACO (where the SM or gfx machine and its features are encoded)."""
     elf_abi_version: int | None = None
     """EI_ABIVERSION of a cubin (7 = old ABI, 8 = new ABI) or of an HSACO."""
     code_object_version: int | None = None

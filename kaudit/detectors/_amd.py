@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 
-from kaudit.binfmt.bounded import DEFAULT_MAX_PAYLOAD
+from kaudit.binfmt.bounded import DEFAULT_MAX_PAYLOAD, zstd_frame
 from kaudit.binfmt.bundle import (
     OFFLOAD_IMAGE_KINDS,
     iter_bundles,
@@ -20,6 +20,7 @@ from kaudit.errors import LimitExceeded, MalformedBinary
 from kaudit.inventory import CodeKind, Compression, DeviceCode, FindingKind, Kernel, Vendor
 
 BITCODE_MAGICS = (b"BC\xc0\xde", b"\xde\xc0\x17\x0b")
+ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 SPIRV_MAGICS = (b"\x03\x02\x23\x07", b"\x07\x23\x02\x03")
 
 
@@ -61,6 +62,7 @@ def hsaco_code(
         stored_size=len(data),
         compression=compression,
         relocatable=relocatable or info.elf_type == ET_REL,
+        elf_flags=info.e_flags,
         elf_abi_version=info.abi_version,
         code_object_version=info.code_object_version,
         compiler=info.compiler,
@@ -95,6 +97,15 @@ def code_object(
     """Describe one device image of a bundle or OffloadBinary by its content; ``None`` for host stubs."""
     if not data:
         return None
+    if data.startswith(ZSTD_MAGIC) and compression is Compression.NONE:
+        # SYCL toolchains zstd-compress their images inside __CLANG_OFFLOAD_BUNDLE__ sections
+        try:
+            inner = zstd_frame(data, None, DEFAULT_MAX_PAYLOAD)
+        except MalformedBinary as exc:
+            detection.problems.append(Problem(_kind(exc), f"compressed device image unreadable: {exc}", location))
+        else:
+            return code_object(inner, location, detection, bundle_id=bundle_id, triple=triple, target=target,
+                               compression=Compression.ZSTD, relocatable=relocatable)  # fmt: skip
     if data.startswith(ELF_MAGIC) and len(data) > 20 and int.from_bytes(data[18:20], "little") == EM_AMDGPU:
         try:
             return hsaco_code(data, location, bundle_id=bundle_id, compression=compression, relocatable=relocatable)

@@ -85,6 +85,7 @@ def cubin_code(
         compression=compression,
         relocatable=relocatable or info.relocatable,
         link_stub=info.is_link_stub,
+        elf_flags=info.e_flags,
         elf_abi_version=info.abi_version,
         virtual_arch=f"compute_{info.virtual_sm}" if info.virtual_sm else None,
         toolkit=info.toolkit,
