@@ -80,8 +80,10 @@ def parse_hsaco(data: bytes) -> HsacoInfo:
     )
     for section in elf.sections():
         if section.name == ".comment" and info.compiler is None:
-            producers = [p for p in elf.section_data(section).split(b"\0") if p.strip()]
-            info.compiler = producers[0].decode("utf-8", "replace").strip() if producers else None
+            producers = [p.decode("utf-8", "replace").strip() for p in elf.section_data(section).split(b"\0")]
+            # .comment lists every producer (compiler, linker); the compiler is the one to report
+            compilers = [p for p in producers if "clang version" in p] or [p for p in producers if p]
+            info.compiler = compilers[0] if compilers else None
         if section.type != SHT_NOTE:
             continue
         for note in elf.notes(section):

@@ -94,8 +94,14 @@ class ForeignHostDetector(Detector):
                 describe_fatbin(BytesBlob(content), name, detection, relocatable=kind == "relfatbin")
         if not found:
             return None
-        libraries = getattr(binary, "libraries", ())
-        detection.needed = tuple(str(getattr(lib, "name", lib)) for lib in libraries)
+        needed = []
+        for library in getattr(binary, "libraries", ()):
+            name = str(getattr(library, "name", library))
+            if str(getattr(library, "command", "")).endswith("ID_DYLIB"):  # a Mach-O dylib's own name
+                detection.soname = name
+            else:
+                needed.append(name)
+        detection.needed = tuple(needed)
         return detection
 
 
