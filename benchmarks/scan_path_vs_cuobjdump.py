@@ -130,9 +130,7 @@ def _elf_sections(f: Path) -> list[tuple[str, int, int]]:
             shstrndx = struct.unpack_from("<I", first, 0x28)[0]
         fh.seek(shoff)
         table = fh.read(shnum * shentsize)
-        headers = [
-            struct.unpack_from("<IIQQQQ", table, i * shentsize) for i in range(len(table) // shentsize)
-        ]
+        headers = [struct.unpack_from("<IIQQQQ", table, i * shentsize) for i in range(len(table) // shentsize)]
         if shstrndx >= len(headers):
             return []
         fh.seek(headers[shstrndx][4])
@@ -429,10 +427,7 @@ def print_report(
     elif kaudit_all and kaudit_all.samples:
         peak = max(s.max_rss_kib for s in kaudit_all.samples) * 1024
         verdict = "meets" if peak < limit else "exceeds"
-        print(
-            f"kaudit peak RSS {fmt_mib(peak)} MiB {verdict} the target "
-            f"(includes the Python interpreter baseline)."
-        )
+        print(f"kaudit peak RSS {fmt_mib(peak)} MiB {verdict} the target (includes the Python interpreter baseline).")
 
 
 # --------------------------------------------------------------------------- main

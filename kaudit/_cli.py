@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from kaudit import __version__
 from kaudit.errors import Error, UsageError
-from kaudit.formats import FORMATS
+from kaudit.formats import FORMATS, format_class
 from kaudit.inventory import FindingKind, ScanReport
 
 EXIT_OK = 0
@@ -100,7 +100,7 @@ def _scan_path(args: argparse.Namespace) -> int:
     if missing:
         raise UsageError(f"no such file or directory: {', '.join(missing)}")
     show_progress = args.progress == "always" or (args.progress == "auto" and sys.stderr.isatty())
-    with _progress(show_progress, args.paths) as advance:
+    with _progress(show_progress, args.paths, force=args.progress == "always") as advance:
         report = Scanner().scan_paths(args.paths, progress=advance)
     for spec in outputs:
         _write(spec, report)
@@ -118,7 +118,7 @@ def _write(spec: OutputSpec, report: ScanReport) -> None:
         width = os.get_terminal_size().columns if color else None
         text = TableFormat(width=width, color=color).render(report)
     else:
-        text = FORMATS[spec.format]().render(report)
+        text = format_class(spec.format)().render(report)
     if spec.path is None:
         sys.stdout.write(text)
         sys.stdout.flush()
@@ -131,7 +131,7 @@ def _write(spec: OutputSpec, report: ScanReport) -> None:
 
 
 @contextmanager
-def _progress(enabled: bool, paths: Sequence[str]) -> Iterator[Callable[[str, int], None] | None]:
+def _progress(enabled: bool, paths: Sequence[str], force: bool) -> Iterator[Callable[[str, int], None] | None]:
     """A rich progress bar over bytes examined, on standard error; nothing when disabled."""
     if not enabled:
         yield None
@@ -146,7 +146,7 @@ def _progress(enabled: bool, paths: Sequence[str]) -> Iterator[Callable[[str, in
         DownloadColumn(),
         TimeElapsedColumn(),
         TextColumn("{task.fields[current]}", markup=False),
-        console=Console(stderr=True),
+        console=Console(stderr=True, force_terminal=force or None),
         transient=True,
     ) as progress:
         task = progress.add_task("scan", total=total or None, current="")

@@ -134,6 +134,9 @@ class ArchSummary:
     ptx_archs: tuple[str, ...] = ()
     gfx_targets: tuple[str, ...] = ()
     kernel_count: int = 0
+    """Kernels in machine code (SASS and HSACO objects), summed over objects."""
+    ptx_kernel_count: int = 0
+    """Kernel entry points in PTX modules (JIT-compiled when no SASS fits), summed over modules."""
     object_count: int = 0
 
 

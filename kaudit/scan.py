@@ -43,6 +43,7 @@ def summarize(codes: Iterable[DeviceCode]) -> ArchSummary:
     ptx: set[str] = set()
     gfx: set[str] = set()
     kernels = 0
+    ptx_kernels = 0
     objects = 0
     for code in codes:
         objects += 1
@@ -53,6 +54,7 @@ def summarize(codes: Iterable[DeviceCode]) -> ArchSummary:
             kernels += len(code.kernels)
         elif code.kind is CodeKind.PTX:
             ptx.add(code.arch)
+            ptx_kernels += len(code.kernels)
         elif code.kind is CodeKind.HSACO:
             gfx.add(code.arch)
             kernels += len(code.kernels)
@@ -61,6 +63,7 @@ def summarize(codes: Iterable[DeviceCode]) -> ArchSummary:
         ptx_archs=tuple(sorted(ptx, key=arch_sort_key)),
         gfx_targets=tuple(sorted(gfx, key=arch_sort_key)),
         kernel_count=kernels,
+        ptx_kernel_count=ptx_kernels,
         object_count=objects,
     )
 

@@ -1,11 +1,22 @@
-"""Output formats, by name."""
+"""Output formats, by name; each is imported only when asked for, to keep start-up lean."""
 
 from __future__ import annotations
 
+from importlib import import_module
+
 from kaudit.formats.interface import Format
-from kaudit.formats.json import JsonFormat
-from kaudit.formats.table import TableFormat
 
-FORMATS: dict[str, type[Format]] = {"table": TableFormat, "json": JsonFormat}
+FORMATS: dict[str, str] = {
+    "table": "kaudit.formats.table:TableFormat",
+    "json": "kaudit.formats.json:JsonFormat",
+}
 
-__all__ = ["FORMATS", "Format", "JsonFormat", "TableFormat"]
+
+def format_class(name: str) -> type[Format]:
+    """The :class:`Format` implementation registered as ``name``."""
+    module, _, attribute = FORMATS[name].partition(":")
+    cls: type[Format] = getattr(import_module(module), attribute)
+    return cls
+
+
+__all__ = ["FORMATS", "Format", "format_class"]

@@ -23,6 +23,17 @@ def _relocatable(summary: ArchSummary) -> str:
     return f"{summary.object_count} obj {archs}".strip()
 
 
+def _kernels(summary: ArchSummary) -> str:
+    ptx = f" (+{summary.ptx_kernel_count} PTX)" if summary.ptx_kernel_count else ""
+    return f"{summary.kernel_count}{ptx}"
+
+
+def _relative(path: str, subject: str) -> str:
+    """Paths under the scanned directory are shown relative to it; the title names the directory."""
+    prefix = subject.rstrip("/") + "/"
+    return path[len(prefix) :] if path.startswith(prefix) else path
+
+
 class TableFormat(Format):
     name = "table"
     is_manifest = False
@@ -34,17 +45,20 @@ class TableFormat(Format):
     def render(self, report: ScanReport) -> str:
         buffer = io.StringIO()
         console = Console(file=buffer, width=self._width or 160, force_terminal=self._color, no_color=not self._color)
-        table = Table(title=Text(f"GPU device code in {report.subject}"), title_justify="left", expand=False)
-        for column in ("path", "format", "SASS", "PTX", "gfx", "kernels", "relocatable", "stubs", "sha256"):
-            table.add_column(column, overflow="fold")
+        table = Table(title=Text(f"GPU device code in {report.subject}"), title_justify="left")
+        paths = [_relative(b.path, report.subject) for b in report.binaries]
+        table.add_column("path", overflow="fold", min_width=min(max(map(len, paths), default=4), 60))
+        for column in ("format", "SASS", "PTX", "gfx", "kernels", "relocatable", "stubs"):
+            table.add_column(column, overflow="fold", max_width=26)
+        table.add_column("sha256", no_wrap=True)
         for binary in report.binaries:
             cells = (
-                binary.path,
+                _relative(binary.path, report.subject),
                 binary.format,
                 _archs(binary.loadable.sass_archs),
                 _archs(binary.loadable.ptx_archs),
                 _archs(binary.loadable.gfx_targets),
-                str(binary.loadable.kernel_count),
+                _kernels(binary.loadable),
                 _relocatable(binary.relocatable),
                 str(binary.link_stub_count or "-"),
                 binary.sha256[:12],

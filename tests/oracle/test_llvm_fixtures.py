@@ -13,7 +13,7 @@ from tests.conftest import BIN, fixture_path, scan_one
 
 pytestmark = pytest.mark.oracle
 
-HSACO_FIXTURES = sorted(p.name for p in BIN.glob("tiny_*.o")) + ["co_gfx90a.hsaco"]
+HSACO_FIXTURES = [*sorted(p.name for p in BIN.glob("tiny_*.o")), "co_gfx90a.hsaco"]
 
 
 def _run(tool: str, *args: str) -> str:
@@ -46,7 +46,8 @@ def test_metadata_matches_llvm_readelf_notes(llvm22: dict[str, str], name: str) 
     metadata = yaml.safe_load(text[text.index("---") : text.index("\n...") + 4])
     code = scan_one(fixture_path(name)).device_code[0]
     theirs = {
-        k[".name"]: (k[".vgpr_count"], k[".sgpr_count"], k[".group_segment_fixed_size"]) for k in metadata["amdhsa.kernels"]
+        k[".name"]: (k[".vgpr_count"], k[".sgpr_count"], k[".group_segment_fixed_size"])
+        for k in metadata["amdhsa.kernels"]
     }
     assert {k.name: (k.registers, k.sgprs, k.shared_bytes) for k in code.kernels} == theirs
     assert metadata["amdhsa.target"] == "amdgcn-amd-amdhsa--" + (code.arch or "")
