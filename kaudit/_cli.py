@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from kaudit import __version__
 from kaudit.errors import Error, UsageError
-from kaudit.formats import FORMATS, format_class
+from kaudit.formats import FORMATS, Format, format_class
 from kaudit.inventory import FindingKind, ScanReport
 
 EXIT_OK = 0
@@ -37,6 +37,12 @@ def parse_output(value: str) -> OutputSpec:
     if _ and not path:
         raise argparse.ArgumentTypeError(f"-o {value}: a file name must follow '='")
     return OutputSpec(name, path or None)
+
+
+def _positive_int(value: str) -> int:
+    if not value.isdigit() or int(value) < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, not {value!r}")
+    return int(value)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -68,6 +74,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     path.add_argument("--strict", action="store_true", help="exit 2 when any file could not be fully read")
     path.add_argument(
+        "-j",
+        "--jobs",
+        type=_positive_int,
+        metavar="N",
+        help="parse files in N worker processes (default: the CPUs available; 1: in this process)",
+    )
+    path.add_argument(
         "--progress",
         choices=("auto", "always", "never"),
         default="auto",
@@ -91,7 +104,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _scan_path(args: argparse.Namespace) -> int:
-    from kaudit.scan import Scanner
+    from kaudit.scan import Scanner, ScanOptions
 
     outputs: list[OutputSpec] = args.output or [OutputSpec("table", None)]
     if sum(1 for o in outputs if o.path is None) > 1:
@@ -101,7 +114,7 @@ def _scan_path(args: argparse.Namespace) -> int:
         raise UsageError(f"no such file or directory: {', '.join(missing)}")
     show_progress = args.progress == "always" or (args.progress == "auto" and sys.stderr.isatty())
     with _progress(show_progress, args.paths, force=args.progress == "always") as advance:
-        report = Scanner().scan_paths(args.paths, progress=advance)
+        report = Scanner(ScanOptions(jobs=args.jobs)).scan_paths(args.paths, progress=advance)
     for spec in outputs:
         _write(spec, report)
     unreadable_roots = [f for f in report.findings if f.path in args.paths and f.kind is FindingKind.UNREADABLE]
@@ -116,16 +129,16 @@ def _write(spec: OutputSpec, report: ScanReport) -> None:
 
         color = spec.path is None and sys.stdout.isatty()
         width = os.get_terminal_size().columns if color else None
-        text = TableFormat(width=width, color=color).render(report)
+        renderer: Format = TableFormat(width=width, color=color)
     else:
-        text = format_class(spec.format)().render(report)
+        renderer = format_class(spec.format)()
     if spec.path is None:
-        sys.stdout.write(text)
+        renderer.write(report, sys.stdout)
         sys.stdout.flush()
         return
     try:
         with open(spec.path, "w", encoding="utf-8") as handle:
-            handle.write(text)
+            renderer.write(report, handle)
     except OSError as exc:
         raise UsageError(f"cannot write {spec.format} output to {spec.path}: {exc.strerror}") from exc
 

@@ -47,7 +47,7 @@ class Compression(StrEnum):
     ZLIB = "zlib"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Kernel:
     """One kernel entry point in a device code object."""
 
@@ -68,8 +68,13 @@ class Kernel:
     max_threads: int | None = None
     """Launch-bounds limit on threads per block/work-group, where recorded."""
 
+    def __reduce__(self) -> tuple[type[Kernel], tuple[object, ...]]:
+        # Scan workers send tens of thousands of kernels back: a plain argument tuple pickles 3x faster.
+        return Kernel, (self.name, self.demangled, self.registers, self.sgprs, self.code_size, self.shared_bytes,
+                        self.stack_bytes, self.max_threads)  # fmt: skip
 
-@dataclass(frozen=True)
+
+@dataclass(frozen=True, slots=True)
 class DeviceCode:
     """One device code object: a cubin, a PTX module, an HSACO code object, an opaque payload."""
 
@@ -126,7 +131,7 @@ class DeviceCode:
         )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ArchSummary:
     """Architecture coverage and kernel count over a set of device code objects."""
 
@@ -140,7 +145,7 @@ class ArchSummary:
     object_count: int = 0
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class GpuBinary:
     """A file (or archive member) that holds GPU device code."""
 
@@ -173,7 +178,7 @@ class FindingKind(StrEnum):
     UNREADABLE = "unreadable"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ScanFinding:
     """A problem met while scanning; the scan went on."""
 
@@ -184,7 +189,7 @@ class ScanFinding:
     """Where inside the file, when the problem is in one object of it."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ScanStats:
     """What the scan looked at."""
 
@@ -194,7 +199,7 @@ class ScanStats:
     duration_s: float = 0.0
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ScanReport:
     """The result of ``kaudit scan``."""
 

@@ -5,13 +5,18 @@ No output and no argument parsing here: the CLI wires options in, formats render
 
 from __future__ import annotations
 
+import multiprocessing
+import multiprocessing.context
+import os
 import re
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
 
 from kaudit import __version__
-from kaudit.detectors import Detection, Detector, default_detectors
+from kaudit.detectors import SNIFF_BYTES, Detection, Detector, default_detectors
 from kaudit.detectors.host_elf import gpu_runtimes
 from kaudit.errors import LimitExceeded, MalformedBinary, UnsupportedFormat
 from kaudit.inventory import (
@@ -24,7 +29,7 @@ from kaudit.inventory import (
     ScanReport,
     ScanStats,
 )
-from kaudit.walk.files import Candidate, Walker, sha256_of
+from kaudit.walk.files import Candidate, Walker, disk_candidate, sha256_of
 
 ProgressCallback = Callable[[str, int], None]
 """Called with (path, bytes seen so far) after each candidate file is examined."""
@@ -73,6 +78,12 @@ class ScanOptions:
     """Knobs of a scan."""
 
     detectors: Sequence[Detector] | None = None
+    """Detectors to use (default: all); custom detectors run in this process only."""
+    jobs: int | None = None
+    """Worker processes for files on disk (default: the CPUs available; 1 scans in this process)."""
+
+
+Examined = tuple[GpuBinary | None, list[ScanFinding]]
 
 
 class Scanner:
@@ -85,21 +96,54 @@ class Scanner:
     def _detector_for(self, head: bytes) -> Detector | None:
         return next((d for d in self._detectors if d.matches(head)), None)
 
+    def _jobs(self) -> int:
+        if self._options.detectors is not None:
+            return 1
+        if self._options.jobs is not None:
+            return max(1, self._options.jobs)
+        return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
     def scan_paths(self, paths: Sequence[str], progress: ProgressCallback | None = None) -> ScanReport:
-        """Scan each path (file or directory); problems become findings, never exceptions."""
+        """Scan each path (file or directory); problems become findings, never exceptions.
+
+        Files on disk are parsed by worker processes, several at a time; results keep the walk's order.
+        """
         started = time.monotonic()
         walker = Walker(sniff=lambda head: self._detector_for(head) is not None)
         binaries: list[GpuBinary] = []
         findings: list[ScanFinding] = []
         parsed = 0
-        for root in paths:
-            for candidate in walker.walk(root):
-                parsed += 1
-                binary = self._examine(candidate, findings)
+        jobs = self._jobs()
+        pending: deque[tuple[str, Future[Examined]]] = deque()
+        pool: ProcessPoolExecutor | None = None
+
+        def collect(limit: int) -> None:
+            while len(pending) > limit:
+                path, future = pending.popleft()
+                binary, problems = future.result()
                 if binary is not None:
                     binaries.append(binary)
+                findings.extend(problems)
                 if progress is not None:
-                    progress(candidate.path, walker.bytes_seen)
+                    progress(path, walker.bytes_seen)
+
+        try:
+            for root in paths:
+                for candidate in walker.walk(root):
+                    parsed += 1
+                    if candidate.on_disk and jobs > 1:
+                        if pool is None:
+                            pool = ProcessPoolExecutor(max_workers=jobs, mp_context=_fork_context())
+                        future = pool.submit(_examine_file, candidate.path, candidate.size)
+                    else:
+                        future = Future()
+                        future.set_result(self._examine(candidate))
+                    pending.append((candidate.path, future))
+                    collect(16 * jobs)  # bounded: results are gathered in order while workers keep busy
+            collect(0)
+        finally:
+            if pool is not None:
+                pool.shutdown(cancel_futures=True)
         findings.extend(
             ScanFinding(p.path, FindingKind.LIMIT if p.limit else FindingKind.UNREADABLE, p.reason)
             for p in walker.problems
@@ -113,30 +157,49 @@ class Scanner:
         subject = paths[0] if len(paths) == 1 else ", ".join(paths)
         return ScanReport(subject, tuple(binaries), tuple(findings), stats, __version__)
 
-    def _examine(self, candidate: Candidate, findings: list[ScanFinding]) -> GpuBinary | None:
+    def _examine(self, candidate: Candidate) -> Examined:
+        """Describe one candidate file: its inventory entry (or ``None``) and the problems met."""
         detector = self._detector_for(candidate.head)
         if detector is None:
-            return None
+            return None, []
         try:
             with candidate.open_blob() as blob:
                 detection = detector.detect(blob, candidate.path)
                 if detection is None:
-                    return None
+                    return None, []
                 digest = sha256_of(blob)
         except LimitExceeded as exc:
-            findings.append(ScanFinding(candidate.path, FindingKind.LIMIT, exc.diagnostics()))
-            return None
+            return None, [ScanFinding(candidate.path, FindingKind.LIMIT, exc.diagnostics())]
         except MalformedBinary as exc:
-            findings.append(ScanFinding(candidate.path, FindingKind.MALFORMED, f"{detector.name}: {exc}"))
-            return None
+            return None, [ScanFinding(candidate.path, FindingKind.MALFORMED, f"{detector.name}: {exc}")]
         except UnsupportedFormat as exc:
-            findings.append(ScanFinding(candidate.path, FindingKind.UNSUPPORTED, exc.diagnostics()))
-            return None
+            return None, [ScanFinding(candidate.path, FindingKind.UNSUPPORTED, exc.diagnostics())]
         except OSError as exc:
-            findings.append(ScanFinding(candidate.path, FindingKind.UNREADABLE, f"cannot read: {exc.strerror}"))
-            return None
-        findings.extend(ScanFinding(candidate.path, p.kind, p.reason, p.location) for p in detection.problems)
-        return _binary(candidate, detection, digest)
+            return None, [ScanFinding(candidate.path, FindingKind.UNREADABLE, f"cannot read: {exc.strerror}")]
+        problems = [ScanFinding(candidate.path, p.kind, p.reason, p.location) for p in detection.problems]
+        return _binary(candidate, detection, digest), problems
+
+
+def _fork_context() -> multiprocessing.context.BaseContext:
+    """Workers are forked: they start in milliseconds with kaudit already imported."""
+    methods = multiprocessing.get_all_start_methods()
+    return multiprocessing.get_context("fork" if "fork" in methods else None)
+
+
+_WORKER_SCANNER: Scanner | None = None
+
+
+def _examine_file(path: str, size: int) -> Examined:
+    """Worker-process entry point: examine one file on disk with the default detectors."""
+    global _WORKER_SCANNER
+    if _WORKER_SCANNER is None:
+        _WORKER_SCANNER = Scanner(ScanOptions(jobs=1))
+    try:
+        with open(path, "rb", buffering=0) as handle:
+            head = handle.read(SNIFF_BYTES)
+    except OSError as exc:
+        return None, [ScanFinding(path, FindingKind.UNREADABLE, f"cannot read: {exc.strerror}")]
+    return _WORKER_SCANNER._examine(disk_candidate(path, size, head))
 
 
 def _binary(candidate: Candidate, detection: Detection, digest: str) -> GpuBinary:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import re
 import struct
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from kaudit.binfmt import tables as t
@@ -46,6 +45,8 @@ class CubinInfo:
     toolkit: str | None
     tool: str | None
     tool_options: str | None
+    extent: int
+    """Bytes the cubin spans (fatbin entries pad their payload)."""
     kernels: list[CubinKernel] = field(default_factory=list)
     has_code: bool = False
 
@@ -64,32 +65,46 @@ class CubinInfo:
         return self.elf_type == ET_REL
 
 
-def eiattr_records(data: bytes) -> Iterator[tuple[int, int, bytes]]:
-    """``(format, attribute, value)`` for each record of a ``.nv.info``/``.nv.compat`` section (§3.7)."""
-    pos = 0
-    while pos + 2 <= len(data):
+def eiattr_values(data: bytes, wanted: frozenset[int]) -> dict[int, list[bytes]]:
+    """Values of the ``wanted`` attributes in a ``.nv.info``/``.nv.compat`` section, in record order (§3.7).
+
+    Records are ``u8 format, u8 attribute`` then: NVAL/BVAL/HVAL two bytes, SVAL ``u16 size`` + ``size`` bytes.
+    A tight loop: a large cubin has tens of thousands of records and only a few attributes matter.
+    """
+    found: dict[int, list[bytes]] = {}
+    pos, end = 0, len(data)
+    while pos + 4 <= end:
         fmt, attr = data[pos], data[pos + 1]
         if fmt == t.EIFMT_SVAL:
-            if pos + 4 > len(data):
-                raise MalformedBinary("EIATTR record header is truncated", offset=pos)
-            (size,) = struct.unpack_from("<H", data, pos + 2)
-            value = data[pos + 4 : pos + 4 + size]
-            if len(value) != size:
+            stop = pos + 4 + (data[pos + 2] | data[pos + 3] << 8)
+            if stop > end:
                 raise MalformedBinary(f"EIATTR 0x{attr:02x} value runs past its section", offset=pos)
-            pos += 4 + size
-        elif fmt in (t.EIFMT_NVAL, t.EIFMT_BVAL, t.EIFMT_HVAL):
-            value = data[pos + 2 : pos + 4]
+            if attr in wanted:
+                found.setdefault(attr, []).append(data[pos + 4 : stop])
+            pos = stop
+        elif t.EIFMT_NVAL <= fmt <= t.EIFMT_HVAL:
+            if attr in wanted:
+                found.setdefault(attr, []).append(data[pos + 2 : pos + 4])
             pos += 4
         else:
             raise MalformedBinary(f"unknown EIATTR record format {fmt}", offset=pos)
-        yield fmt, attr, value
+    return found
 
 
-def _pairs(value: bytes) -> tuple[int, int] | None:
-    if len(value) < 8:
-        return None
-    a, b = struct.unpack_from("<II", value)
-    return a, b
+_MODULE_ATTRS = frozenset({t.EIATTR_REGCOUNT, t.EIATTR_FRAME_SIZE, t.EIATTR_CUDA_API_VERSION})
+_KERNEL_ATTRS = frozenset({t.EIATTR_MAX_THREADS, t.EIATTR_CUDA_API_VERSION})
+_COMPAT_ATTRS = frozenset({t.EICOMPAT_ATTR_CUDA_ACCELERATOR_TARGET})
+_PAIR = struct.Struct("<II")
+# Record headers (format SVAL, attribute, u16 size) of the per-kernel attributes kaudit reads: a per-kernel
+# section that contains neither byte string cannot hold them, so it is not walked (most kernels have no
+# __launch_bounds__ and there are thousands of kernels in a large cubin).
+_MAX_THREADS_RECORD = bytes([t.EIFMT_SVAL, t.EIATTR_MAX_THREADS, 12, 0])
+_API_VERSION_RECORD = bytes([t.EIFMT_SVAL, t.EIATTR_CUDA_API_VERSION, 4, 0])
+
+
+def _per_symbol(values: list[bytes]) -> dict[int, int]:
+    """``{symbol index: value}`` from ``u32 index, u32 value`` records (REGCOUNT, FRAME_SIZE)."""
+    return dict(_PAIR.unpack_from(v) for v in values if len(v) >= 8)
 
 
 def parse_cubin(data: bytes) -> CubinInfo:
@@ -106,36 +121,39 @@ def parse_cubin(data: bytes) -> CubinInfo:
     toolkit: str | None = None
     tool: str | None = None
     tool_options: str | None = None
-    sections = elf.sections()
     regcount: dict[int, int] = {}
     frame: dict[int, int] = {}
-    per_kernel_info: dict[int, dict[int, bytes]] = {}
+    max_threads_by_text: dict[int, int] = {}
     shared_by_name: dict[str, int] = {}
     has_code = False
-    for section in sections:
-        if section.name.startswith(".text.") and section.size:
+    api_versions: list[bytes] = []
+    for section in elf.sections():
+        name = section.name
+        if name.startswith(".text.") and section.size:
             has_code = True
-        if section.name.startswith(".nv.shared.") and not section.name.startswith(".nv.shared.reserved"):
-            shared_by_name[section.name[len(".nv.shared.") :]] = section.size
-        if section.type == t.SHT_CUDA_INFO and section.name == ".nv.info":
-            for _fmt, attr, value in eiattr_records(elf.section_data(section)):
-                pair = _pairs(value)
-                if attr == t.EIATTR_REGCOUNT and pair:
-                    regcount[pair[0]] = pair[1]
-                elif attr == t.EIATTR_FRAME_SIZE and pair:
-                    frame[pair[0]] = pair[1]
-                elif attr == t.EIATTR_CUDA_API_VERSION and len(value) >= 4 and toolkit is None:
-                    toolkit = t.cuda_toolkit_version(_U32.unpack_from(value)[0])
-        elif section.type == t.SHT_CUDA_INFO and section.name.startswith(".nv.info."):
-            attrs = per_kernel_info.setdefault(section.info, {})
-            for _fmt, attr, value in eiattr_records(elf.section_data(section)):
-                attrs.setdefault(attr, value)
-                if attr == t.EIATTR_CUDA_API_VERSION and len(value) >= 4 and toolkit is None:
-                    toolkit = t.cuda_toolkit_version(_U32.unpack_from(value)[0])
+        elif name.startswith(".nv.shared.") and not name.startswith(".nv.shared.reserved"):
+            shared_by_name[name[len(".nv.shared.") :]] = section.size
+        elif section.type == t.SHT_CUDA_INFO and name == ".nv.info":
+            values = eiattr_values(elf.section_data(section), _MODULE_ATTRS)
+            regcount = _per_symbol(values.get(t.EIATTR_REGCOUNT, []))
+            frame = _per_symbol(values.get(t.EIATTR_FRAME_SIZE, []))
+            api_versions += values.get(t.EIATTR_CUDA_API_VERSION, [])
+        elif section.type == t.SHT_CUDA_INFO and name.startswith(".nv.info."):
+            data = elf.section_data(section)
+            if _MAX_THREADS_RECORD not in data and (api_versions or _API_VERSION_RECORD not in data):
+                continue
+            values = eiattr_values(data, _KERNEL_ATTRS)
+            api_versions += values.get(t.EIATTR_CUDA_API_VERSION, [])
+            bounds = values.get(t.EIATTR_MAX_THREADS)
+            if bounds and len(bounds[0]) >= 12:
+                x, y, z = struct.unpack_from("<III", bounds[0])
+                max_threads_by_text[section.info] = x * y * z
         elif section.type == t.SHT_CUDA_COMPAT:
-            for _fmt, attr, value in eiattr_records(elf.section_data(section)):
-                if attr == t.EICOMPAT_ATTR_CUDA_ACCELERATOR_TARGET and value:
-                    accelerator = bool(value[0])
+            target = eiattr_values(elf.section_data(section), _COMPAT_ATTRS).get(
+                t.EICOMPAT_ATTR_CUDA_ACCELERATOR_TARGET
+            )
+            if target and target[0]:
+                accelerator = bool(target[0][0])
         elif section.type == SHT_NOTE:
             for note in elf.notes(section):
                 if note.owner != t.NVIDIA_NOTE_OWNER:
@@ -147,26 +165,25 @@ def parse_cubin(data: bytes) -> CubinInfo:
                         toolkit = t.cuda_toolkit_version(_U32.unpack_from(note.desc, 4)[0])
                 elif note.type == t.NT_NV_TKINFO and len(note.desc) >= 24:
                     tool, tool_options = _tkinfo(note.desc)
+    if toolkit is None and api_versions and len(api_versions[0]) >= 4:
+        toolkit = t.cuda_toolkit_version(_U32.unpack_from(api_versions[0])[0])
 
     family = False
     if tool_options:
         match = _TKINFO_ARCH.search(tool_options)
-        if match and match.group(1).endswith("f"):
-            family = True
+        family = bool(match and match.group(1).endswith("f"))
 
     kernels: list[CubinKernel] = []
     symtab = elf.symtab()
     if symtab is not None:
-        for index, symbol in enumerate(elf.symbols(symtab)):
-            if symbol.type != STT_FUNC or not symbol.other & t.STO_CUDA_ENTRY:
+        entries, strtab = elf.raw_symbols(symtab)
+        for index, (name_off, info, other, shndx, _value, size) in enumerate(entries):
+            if info & 0xF != STT_FUNC or not other & t.STO_CUDA_ENTRY:
                 continue
-            kernel = CubinKernel(symbol.name, symbol.size, regcount.get(index), frame.get(index))
-            kernel.shared_bytes = shared_by_name.get(symbol.name)
-            attrs = per_kernel_info.get(symbol.shndx, {})
-            max_threads = attrs.get(t.EIATTR_MAX_THREADS)
-            if max_threads and len(max_threads) >= 12:
-                x, y, z = struct.unpack_from("<III", max_threads)
-                kernel.max_threads = x * y * z
+            name = cstring(strtab, name_off, 65536) if name_off else ""
+            kernel = CubinKernel(name, size, regcount.get(index), frame.get(index))
+            kernel.shared_bytes = shared_by_name.get(name)
+            kernel.max_threads = max_threads_by_text.get(shndx)
             kernels.append(kernel)
 
     return CubinInfo(
@@ -180,6 +197,7 @@ def parse_cubin(data: bytes) -> CubinInfo:
         toolkit=toolkit,
         tool=tool,
         tool_options=tool_options,
+        extent=elf.extent(),
         kernels=kernels,
         has_code=has_code,
     )

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Iterator
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from kaudit.binfmt.bounded import Blob, SubBlob, cstring
 from kaudit.errors import LimitExceeded, MalformedBinary
@@ -24,6 +24,7 @@ EM_AMDGPU = 224
 
 SHT_SYMTAB = 2
 SHT_NOTE = 7
+SHT_DYNAMIC = 6
 SHT_NOBITS = 8
 SHT_DYNSYM = 11
 
@@ -51,11 +52,10 @@ _SECTION = {
 }
 
 
-@dataclass(frozen=True)
-class Section:
+class Section(NamedTuple):
     """One section header, with its name resolved."""
 
-    index: int
+    number: int
     name: str
     type: int
     flags: int
@@ -70,9 +70,13 @@ class Section:
     def has_file_data(self) -> bool:
         return self.type != SHT_NOBITS and self.size > 0
 
+    @property
+    def end(self) -> int:
+        """Offset just past the section's bytes in the file (its offset for NOBITS)."""
+        return self.offset + (self.size if self.type != SHT_NOBITS else 0)
 
-@dataclass(frozen=True)
-class Symbol:
+
+class Symbol(NamedTuple):
     """One symbol table entry; ``other`` is the raw ``st_other`` byte (CUDA keeps STO_CUDA_ENTRY there)."""
 
     name: str
@@ -84,8 +88,7 @@ class Symbol:
     shndx: int
 
 
-@dataclass(frozen=True)
-class Note:
+class Note(NamedTuple):
     """One ELF note record with its exact descriptor (``descsz`` bytes, no padding)."""
 
     owner: str
@@ -116,12 +119,12 @@ class ElfFile:
             self.machine,
             _version,
             _entry,
-            _phoff,
+            self.phoff,
             self.shoff,
             self.flags,
             _ehsize,
-            _phentsize,
-            _phnum,
+            self.phentsize,
+            self.phnum,
             self.shentsize,
             shnum,
             shstrndx,
@@ -129,6 +132,7 @@ class ElfFile:
         self._shnum_raw = shnum
         self._shstrndx_raw = shstrndx
         self._sections: list[Section] | None = None
+        self._data_end = 0
 
     @property
     def is_64(self) -> bool:
@@ -163,10 +167,23 @@ class ElfFile:
             if strtab[1] != SHT_NOBITS:
                 names = self.blob.read(strtab[4], strtab[5])
         sections = []
+        limit = len(names)
+        data_end = 0
         for index, (name_off, sh_type, flags, addr, offset, size, link, info, _align, entsize) in enumerate(raw):
-            name = cstring(names, name_off, 1024) if names and name_off < len(names) else ""
+            end = names.find(b"\0", name_off, name_off + 1024) if name_off < limit else -1
+            name = names[name_off:end].decode("utf-8", "replace") if end >= 0 else ""
             sections.append(Section(index, name, sh_type, flags, addr, offset, size, link, info, entsize))
+            if sh_type != SHT_NOBITS and offset + size > data_end:
+                data_end = offset + size
+        self._data_end = data_end
         return sections
+
+    def extent(self) -> int:
+        """Bytes the image really spans: headers, section table and section contents."""
+        self.sections()
+        section_table = self.shoff + self._shnum_raw * self.shentsize if self.shoff else 0
+        program_table = self.phoff + self.phnum * self.phentsize if self.phoff else 0
+        return max(64 if self.is_64 else 52, section_table, program_table, self._data_end)
 
     def section_by_name(self, name: str) -> Section | None:
         return next((s for s in self.sections() if s.name == name), None)
@@ -181,8 +198,11 @@ class ElfFile:
         """A window on a section's bytes, for sections too large to read at once."""
         return SubBlob(self.blob, section.offset, section.size if section.has_file_data else 0)
 
-    def symbols(self, section: Section) -> Iterator[Symbol]:
-        """Symbols of a SYMTAB/DYNSYM section, names from its linked string table."""
+    def raw_symbols(self, section: Section) -> tuple[list[tuple[int, ...]], bytes]:
+        """Undecoded symbol entries ``(name_off, info, other, shndx, value, size)`` and the string table.
+
+        For callers that filter thousands of symbols by type before decoding any name.
+        """
         sections = self.sections()
         if not 0 < section.link < len(sections):
             raise MalformedBinary(f"symbol table {section.name!r} links to no string table")
@@ -195,12 +215,18 @@ class ElfFile:
         count = len(data) // entsize
         if count > MAX_SYMBOLS:
             raise LimitExceeded(f"{count} symbols is over the limit of {MAX_SYMBOLS}")
-        for i in range(count):
-            fields = layout.unpack_from(data, i * entsize)
-            if self.is_64:
-                name_off, info, other, shndx, value, size = fields
-            else:
-                name_off, value, size, info, other, shndx = fields
+        if entsize == layout.size:
+            entries = list(layout.iter_unpack(data[: count * entsize]))
+        else:
+            entries = [layout.unpack_from(data, i * entsize) for i in range(count)]
+        if not self.is_64:  # ELF32 orders value and size before info
+            entries = [(n, info, other, shndx, value, size) for n, value, size, info, other, shndx in entries]
+        return entries, strtab
+
+    def symbols(self, section: Section) -> Iterator[Symbol]:
+        """Symbols of a SYMTAB/DYNSYM section, names from its linked string table."""
+        entries, strtab = self.raw_symbols(section)
+        for name_off, info, other, shndx, value, size in entries:
             name = cstring(strtab, name_off, 65536) if name_off and name_off < len(strtab) else ""
             yield Symbol(name, value, size, info & 0xF, info >> 4, other, shndx)
 

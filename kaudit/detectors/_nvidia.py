@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import struct
 
 from kaudit.binfmt import tables as t
 from kaudit.binfmt.bounded import DEFAULT_MAX_PAYLOAD, Blob
@@ -18,24 +17,6 @@ from kaudit.inventory import CodeKind, Compression, DeviceCode, FindingKind, Ker
 
 def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
-
-
-def elf_extent(data: bytes) -> int:
-    """Bytes an ELF image really spans (headers, sections, section table): fatbin entries pad to 8."""
-    if len(data) < 64 or data[4] != 2:
-        return len(data)
-    phoff, shoff = struct.unpack_from("<QQ", data, 0x20)
-    phentsize, phnum, shentsize, shnum = struct.unpack_from("<HHHH", data, 0x36)
-    end = max(64, phoff + phentsize * phnum, shoff + shentsize * shnum)
-    for i in range(shnum):
-        header = shoff + i * shentsize
-        if header + 0x28 > len(data):
-            break
-        (sh_type,) = struct.unpack_from("<I", data, header + 4)
-        sh_offset, sh_size = struct.unpack_from("<QQ", data, header + 0x18)
-        if sh_type != 8:  # SHT_NOBITS occupies no file space
-            end = max(end, sh_offset + sh_size)
-    return int(min(end, len(data)))
 
 
 def _entry_suffix(flags: int) -> str:
@@ -57,8 +38,8 @@ def cubin_code(
     identifier: str | None = None,
 ) -> DeviceCode:
     """A SASS :class:`DeviceCode` for the cubin in ``data`` (raises :class:`MalformedBinary`)."""
-    image = data[: elf_extent(data)]
-    info: CubinInfo = parse_cubin(image)
+    info: CubinInfo = parse_cubin(data)
+    image = data[: info.extent]
     accelerator = info.accelerator or bool(entry_flags & t.FLAG_ARCH_SPECIFIC)
     family = not accelerator and (info.family or bool(entry_flags & t.FLAG_FAMILY_SPECIFIC))
     arch = f"sm_{info.sm}{'a' if accelerator else 'f' if family else ''}"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from typing import TextIO
 
 from kaudit.inventory import ScanReport
 
@@ -17,3 +18,7 @@ class Format(ABC):
     @abstractmethod
     def render(self, report: ScanReport) -> str:
         """The whole document, ending with a newline."""
+
+    def write(self, report: ScanReport, stream: TextIO) -> None:
+        """Write the document to ``stream``; formats that can stream override this."""
+        stream.write(self.render(report))

@@ -38,6 +38,8 @@ class Candidate:
     head: bytes
     open_blob: Callable[[], AbstractContextManager[Blob]]
     """Opens the full content; a context manager so file descriptors are closed promptly."""
+    on_disk: bool = False
+    """A plain file (not an archive member): another process can open it by its path."""
 
 
 @dataclass(frozen=True)
@@ -143,7 +145,7 @@ class Walker:
             self.problems.append(WalkProblem(path, f"cannot read: {getattr(exc, 'strerror', None) or exc}"))
             return
         if self._sniff(head):
-            yield Candidate(path, size, head, lambda: _FileOpener(path, size))
+            yield disk_candidate(path, size, head)
 
     def _archive(self, path: str, blob: Blob, head: bytes, depth: int) -> Iterator[Candidate]:
         if depth > MAX_ARCHIVE_DEPTH:
@@ -178,6 +180,11 @@ class Walker:
             NotImplementedError,
         ) as exc:
             self.problems.append(WalkProblem(path, f"archive unreadable: {exc}", isinstance(exc, LimitExceeded)))
+
+
+def disk_candidate(path: str, size: int, head: bytes) -> Candidate:
+    """A candidate for a plain file on disk."""
+    return Candidate(path, size, head, lambda: _FileOpener(path, size), on_disk=True)
 
 
 def _ready_factory(blob: Blob) -> Callable[[], AbstractContextManager[Blob]]:

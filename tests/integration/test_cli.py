@@ -120,9 +120,9 @@ def test_start_up_is_lean() -> None:
     heavy = "('lief', 'elftools', 'rich', 'zstandard', 'lz4')"
     cli_only = f"import sys, kaudit._cli; print(sorted(m for m in {heavy} if m in sys.modules))"
     assert subprocess.run([sys.executable, "-c", cli_only], capture_output=True, text=True).stdout.strip() == "[]"
-    elf_only = subprocess.run([sys.executable, "-c", probe, "scan", "path", str(EXAMPLE), "-o", "json=/dev/null"],
-                              capture_output=True, text=True)  # fmt: skip
+    scan_example = ["scan", "path", "-j1", str(EXAMPLE), "-o", "json=/dev/null"]
+    elf_only = subprocess.run([sys.executable, "-c", probe, *scan_example], capture_output=True, text=True)
     assert elf_only.stdout.strip().splitlines()[-1] == "['elftools', 'zstandard']"
-    pe = subprocess.run([sys.executable, "-c", probe, "scan", "path", str(fixture_path("kern_pe.dll")),
+    pe = subprocess.run([sys.executable, "-c", probe, "scan", "path", "-j1", str(fixture_path("kern_pe.dll")),
                          "-o", "json=/dev/null"], capture_output=True, text=True)  # fmt: skip
     assert "'lief'" in pe.stdout.strip().splitlines()[-1]
