@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 import struct
+import sys
 from dataclasses import dataclass, field
 
 from kaudit.binfmt import tables as t
@@ -180,7 +181,8 @@ def parse_cubin(data: bytes) -> CubinInfo:
         for index, (name_off, info, other, shndx, _value, size) in enumerate(entries):
             if info & 0xF != STT_FUNC or not other & t.STO_CUDA_ENTRY:
                 continue
-            name = cstring(strtab, name_off, 65536) if name_off else ""
+            # interned: the same kernels recur in every arch's cubin; one string each keeps the inventory small
+            name = sys.intern(cstring(strtab, name_off, 65536)) if name_off else ""
             kernel = CubinKernel(name, size, regcount.get(index), frame.get(index))
             kernel.shared_bytes = shared_by_name.get(name)
             kernel.max_threads = max_threads_by_text.get(shndx)

@@ -8,6 +8,7 @@ read with its exact ``descsz``; the ``<name>.kd`` kernel descriptors are the fal
 from __future__ import annotations
 
 import struct
+import sys
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -121,7 +122,7 @@ def _apply_metadata(info: HsacoInfo, desc: bytes) -> None:
         if isinstance(name, bytes):
             info.kernels.append(
                 HsacoKernel(
-                    name=name.decode("utf-8", "replace"),
+                    name=sys.intern(name.decode("utf-8", "replace")),  # recurs in every target's object
                     vgprs=_int(raw.get(b".vgpr_count")),
                     sgprs=_int(raw.get(b".sgpr_count")),
                     lds_bytes=_int(raw.get(b".group_segment_fixed_size")),

@@ -8,14 +8,14 @@ from kaudit.binfmt import tables as t
 from kaudit.binfmt.bounded import DEFAULT_MAX_PAYLOAD, Blob
 from kaudit.binfmt.cubin import CubinInfo, parse_cubin
 from kaudit.binfmt.fatbin import FatbinEntry, iter_containers, iter_entries, read_payload
-from kaudit.binfmt.ptx import PtxInfo, parse_ptx
+from kaudit.binfmt.ptx import PtxInfo, parse_ptx, text_length
 from kaudit.demangle import demangle
 from kaudit.detectors.interface import Detection, Problem
 from kaudit.errors import LimitExceeded, MalformedBinary
 from kaudit.inventory import CodeKind, Compression, DeviceCode, FindingKind, Kernel, Vendor
 
 
-def _sha256(data: bytes) -> str:
+def _sha256(data: bytes | memoryview) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
@@ -39,7 +39,7 @@ def cubin_code(
 ) -> DeviceCode:
     """A SASS :class:`DeviceCode` for the cubin in ``data`` (raises :class:`MalformedBinary`)."""
     info: CubinInfo = parse_cubin(data)
-    image = data[: info.extent]
+    image = memoryview(data)[: info.extent]  # a view: payloads can be tens of MB, no copy
     accelerator = info.accelerator or bool(entry_flags & t.FLAG_ARCH_SPECIFIC)
     family = not accelerator and (info.family or bool(entry_flags & t.FLAG_FAMILY_SPECIFIC))
     arch = f"sm_{info.sm}{'a' if accelerator else 'f' if family else ''}"
@@ -89,8 +89,7 @@ def ptx_code(
     options: str | None = None,
 ) -> DeviceCode:
     """A PTX :class:`DeviceCode` for the text in ``data`` (raises :class:`MalformedBinary`)."""
-    end = data.find(b"\0")
-    text = data if end < 0 else data[:end]
+    text = memoryview(data)[: text_length(data)]  # a view: PTX modules can be tens of MB, no copy
     info: PtxInfo = parse_ptx(text)
     arch = info.arch
     suffix = _entry_suffix(entry_flags)
