@@ -30,6 +30,10 @@ class Blob(Protocol):
         ...
 
 
+Buffer = bytes | bytearray
+"""Payload bytes: ``bytes`` as read from a file, ``bytearray`` as decompressed in place."""
+
+
 def check_range(size: int, offset: int, length: int, what: str) -> None:
     """Raise :class:`MalformedBinary` unless ``[offset, offset+length)`` lies within ``size`` bytes."""
     if offset < 0 or length < 0 or offset + length > size:
@@ -42,7 +46,7 @@ def check_range(size: int, offset: int, length: int, what: str) -> None:
 class BytesBlob:
     """A blob over bytes already in memory."""
 
-    def __init__(self, data: bytes) -> None:
+    def __init__(self, data: Buffer) -> None:
         self._data = data
 
     @property
@@ -50,12 +54,12 @@ class BytesBlob:
         return len(self._data)
 
     @property
-    def data(self) -> bytes:
+    def data(self) -> Buffer:
         return self._data
 
     def read(self, offset: int, length: int) -> bytes:
         check_range(len(self._data), offset, length, "read")
-        return self._data[offset : offset + length]
+        return bytes(self._data[offset : offset + length])
 
 
 class FileBlob:
@@ -120,17 +124,22 @@ def _check_claim(claimed: int, cap: int, what: str) -> None:
         raise LimitExceeded(f"{what} claims {claimed} bytes decompressed, over the {cap}-byte limit; not decompressed")
 
 
-def lz4_block(raw: bytes, expected_size: int, cap: int = DEFAULT_MAX_PAYLOAD) -> bytes:
-    """Decompress a raw LZ4 block (no frame) that must inflate to exactly ``expected_size`` bytes."""
-    import lz4.block
+def lz4_block(raw: bytes, expected_size: int, cap: int = DEFAULT_MAX_PAYLOAD) -> bytearray:
+    """Decompress a raw LZ4 block (no frame) that must inflate to exactly ``expected_size`` bytes.
+
+    cramjam decompresses into a buffer of the expected size: the lz4 package allocates its output twice
+    (2x the payload at peak) and was 7x slower on a 2.8 MB PTX module (docs/performance.md).
+    """
+    import cramjam
 
     _check_claim(expected_size, cap, "LZ4 payload")
+    out = bytearray(expected_size)
     try:
-        out: bytes = lz4.block.decompress(raw, uncompressed_size=expected_size)
-    except Exception as exc:  # lz4 raises LZ4BlockError, a plain Exception subclass
+        written = cramjam.lz4.decompress_block_into(raw, out)
+    except cramjam.DecompressionError as exc:
         raise MalformedBinary(f"LZ4 payload does not decompress: {exc}") from exc
-    if len(out) != expected_size:
-        raise MalformedBinary(f"LZ4 payload inflated to {len(out)} bytes, header says {expected_size}")
+    if written != expected_size:
+        raise MalformedBinary(f"LZ4 payload inflated to {written} bytes, header says {expected_size}")
     return out
 
 

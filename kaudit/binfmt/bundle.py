@@ -32,12 +32,12 @@ _CCOB_LAYOUTS = {
 
 @dataclass(frozen=True)
 class BundleEntry:
-    """One entry of an uncompressed bundle; ``data`` is the code object (empty for the host entry)."""
+    """One entry of an uncompressed bundle; ``data`` views the code object (empty for the host entry)."""
 
     index: int
     bundle_id: str
     offset: int
-    data: bytes
+    data: memoryview
 
     @property
     def kind(self) -> str:
@@ -76,6 +76,7 @@ def parse_bundle(data: bytes) -> tuple[list[BundleEntry], int]:
         raise LimitExceeded(f"offload bundle claims {count} entries, over the limit of {MAX_BUNDLE_ENTRIES}")
     pos, extent = 32, 32
     entries = []
+    view = memoryview(data)  # entries view the bundle: a decompressed bundle can be 20 MB
     for index in range(count):
         check_range(len(data), pos, 24, f"bundle entry #{index} header")
         offset, size, id_len = struct.unpack_from("<QQQ", data, pos)
@@ -85,7 +86,7 @@ def parse_bundle(data: bytes) -> tuple[list[BundleEntry], int]:
         bundle_id = data[pos + 24 : pos + 24 + id_len].decode("ascii", "replace")
         pos += 24 + id_len
         check_range(len(data), offset, size, f"bundle entry {bundle_id!r} code object")
-        entries.append(BundleEntry(index, bundle_id, offset, data[offset : offset + size]))
+        entries.append(BundleEntry(index, bundle_id, offset, view[offset : offset + size]))
         extent = max(extent, pos, offset + size)
     return entries, extent
 

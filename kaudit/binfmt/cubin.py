@@ -14,7 +14,7 @@ import sys
 from dataclasses import dataclass, field
 
 from kaudit.binfmt import tables as t
-from kaudit.binfmt.bounded import BytesBlob, cstring
+from kaudit.binfmt.bounded import Buffer, BytesBlob, cstring
 from kaudit.binfmt.elf import EM_CUDA, ET_REL, SHT_NOTE, STT_FUNC, ElfFile
 from kaudit.errors import MalformedBinary
 
@@ -108,7 +108,7 @@ def _per_symbol(values: list[bytes]) -> dict[int, int]:
     return dict(_PAIR.unpack_from(v) for v in values if len(v) >= 8)
 
 
-def parse_cubin(data: bytes) -> CubinInfo:
+def parse_cubin(data: Buffer) -> CubinInfo:
     """Describe a cubin held in memory."""
     elf = ElfFile(BytesBlob(data))
     if elf.machine != EM_CUDA:

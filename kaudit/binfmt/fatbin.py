@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from kaudit.binfmt import tables as t
-from kaudit.binfmt.bounded import DEFAULT_MAX_PAYLOAD, Blob, check_range, lz4_block, zstd_frame
+from kaudit.binfmt.bounded import DEFAULT_MAX_PAYLOAD, Blob, Buffer, check_range, lz4_block, zstd_frame
 from kaudit.errors import LimitExceeded, MalformedBinary
 
 FATBIN_MAGIC = 0xBA55ED50
@@ -157,7 +157,7 @@ def _options(header: bytes, descriptor_offset: int) -> str | None:
     return text.strip() or None
 
 
-def read_payload(blob: Blob, entry: FatbinEntry, cap: int = DEFAULT_MAX_PAYLOAD) -> bytes:
+def read_payload(blob: Blob, entry: FatbinEntry, cap: int = DEFAULT_MAX_PAYLOAD) -> Buffer:
     """The entry's payload, decompressed by its flags, capped at ``cap`` bytes."""
     compression = entry.compression
     if compression == "none":

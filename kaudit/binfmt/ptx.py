@@ -46,7 +46,7 @@ def looks_like_ptx(head: bytes) -> bool:
     return bool(_VERSION.search(text) and _TARGET.search(text))
 
 
-def parse_ptx(data: bytes | memoryview) -> PtxInfo:
+def parse_ptx(data: bytes | bytearray | memoryview) -> PtxInfo:
     """Parse a PTX module (NUL-terminated or not), without copying its text."""
     view = memoryview(data)
     end = _nul(view)
@@ -68,7 +68,7 @@ def parse_ptx(data: bytes | memoryview) -> PtxInfo:
     )
 
 
-def text_length(data: bytes | memoryview) -> int:
+def text_length(data: bytes | bytearray | memoryview) -> int:
     """Length of PTX text up to its NUL terminator (fatbin payloads are NUL-terminated and padded)."""
     return _nul(memoryview(data))
 

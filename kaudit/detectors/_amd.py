@@ -168,7 +168,7 @@ def describe_bundle(
         if entry.kind == "host":
             continue
         code = code_object(
-            entry.data,
+            bytes(entry.data),  # one code object at a time is copied out of the bundle
             f"{location}/{entry.bundle_id}",
             detection,
             bundle_id=entry.bundle_id,

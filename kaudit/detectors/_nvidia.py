@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 
 from kaudit.binfmt import tables as t
-from kaudit.binfmt.bounded import DEFAULT_MAX_PAYLOAD, Blob
+from kaudit.binfmt.bounded import DEFAULT_MAX_PAYLOAD, Blob, Buffer
 from kaudit.binfmt.cubin import CubinInfo, parse_cubin
 from kaudit.binfmt.fatbin import FatbinEntry, iter_containers, iter_entries, read_payload
 from kaudit.binfmt.ptx import PtxInfo, parse_ptx, text_length
@@ -28,7 +28,7 @@ def _entry_suffix(flags: int) -> str:
 
 
 def cubin_code(
-    data: bytes,
+    data: Buffer,
     location: str,
     *,
     entry_flags: int = 0,
@@ -78,7 +78,7 @@ def cubin_code(
 
 
 def ptx_code(
-    data: bytes,
+    data: Buffer,
     location: str,
     *,
     entry_flags: int = 0,

@@ -10,7 +10,7 @@ from __future__ import annotations
 import struct
 from typing import Any
 
-from kaudit.binfmt.bounded import Blob, BytesBlob
+from kaudit.binfmt.bounded import Blob, Buffer, BytesBlob
 from kaudit.detectors._amd import describe_bundles
 from kaudit.detectors._nvidia import describe_fatbin
 from kaudit.detectors.interface import Detection, Detector, Problem
@@ -105,7 +105,7 @@ class ForeignHostDetector(Detector):
         return detection
 
 
-def _first_macho(lief: Any, data: bytes) -> Any:
+def _first_macho(lief: Any, data: Buffer) -> Any:
     fat = lief.MachO.parse(data)
     if fat is None or len(fat) == 0:
         return None
