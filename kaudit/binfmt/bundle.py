@@ -166,7 +166,6 @@ class OffloadImage:
 _OFFLOAD_HEADER = struct.Struct("<4sIQQQ")
 _OFFLOAD_ENTRY = struct.Struct("<HHIQQQQ")
 OFFLOAD_IMAGE_KINDS = {1: "object", 2: "bitcode", 3: "cubin", 4: "fatbinary", 5: "ptx", 6: "spirv"}
-OFFLOAD_KINDS = {1: "openmp", 2: "cuda", 3: "hip", 4: "sycl"}
 
 
 def iter_offload_binaries(data: bytes) -> Iterator[OffloadImage]:

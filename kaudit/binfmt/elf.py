@@ -30,7 +30,6 @@ SHT_DYNSYM = 11
 
 STT_OBJECT = 1
 STT_FUNC = 2
-STB_GLOBAL = 1
 
 MAX_SECTIONS = 65536 * 4
 """A cap on section counts (extended numbering allows more, real files have at most a few thousand)."""
@@ -69,11 +68,6 @@ class Section(NamedTuple):
     @property
     def has_file_data(self) -> bool:
         return self.type != SHT_NOBITS and self.size > 0
-
-    @property
-    def end(self) -> int:
-        """Offset just past the section's bytes in the file (its offset for NOBITS)."""
-        return self.offset + (self.size if self.type != SHT_NOBITS else 0)
 
 
 class Symbol(NamedTuple):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from dataclasses import replace
 
 from kaudit.binfmt.bounded import DEFAULT_MAX_PAYLOAD, zstd_frame
 from kaudit.binfmt.bundle import (
@@ -52,6 +53,8 @@ def hsaco_code(
     notes = list(info.notes)
     if bundle_id and not bundle_id.endswith("-" + info.target_id) and info.target_id.split(":")[0] in bundle_id:
         notes.append(f"bundle ID {bundle_id!r} and code object target {info.target_id!r} differ in features")
+    if info.metadata_target and not info.metadata_target.endswith("-" + info.target_id):
+        notes.append(f"metadata target {info.metadata_target!r} differs from the ELF header's {info.target_id!r}")
     return DeviceCode(
         vendor=Vendor.AMD,
         kind=CodeKind.HSACO,
@@ -119,10 +122,10 @@ def code_object(
     elif data.startswith(SPIRV_MAGICS):
         kind, vendor = CodeKind.SPIRV, vendor or Vendor.INTEL
     elif data.startswith(ELF_MAGIC) and int.from_bytes(data[18:20], "little") == EM_CUDA:
-        from kaudit.detectors._nvidia import cubin_code
+        from kaudit.detectors._nvidia import Stored, cubin_code
 
         try:
-            return cubin_code(data, location, compression=compression, relocatable=relocatable)
+            return cubin_code(data, Stored(location, relocatable=relocatable, compression=compression))
         except MalformedBinary as exc:
             detection.problems.append(Problem(_kind(exc), f"cubin unreadable: {exc}", location))
             kind = CodeKind.SASS
@@ -223,6 +226,4 @@ def describe_offload_binaries(data: bytes, section: str, detection: Detection) -
 
 
 def _with_note(code: DeviceCode, note: str) -> DeviceCode:
-    from dataclasses import replace
-
     return replace(code, notes=(*code.notes, note))

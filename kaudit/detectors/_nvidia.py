@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass
 
 from kaudit.binfmt import tables as t
 from kaudit.binfmt.bounded import DEFAULT_MAX_PAYLOAD, Blob, Buffer
@@ -27,17 +28,22 @@ def _entry_suffix(flags: int) -> str:
     return ""
 
 
-def cubin_code(
-    data: Buffer,
-    location: str,
-    *,
-    entry_flags: int = 0,
-    relocatable: bool = False,
-    compression: Compression = Compression.NONE,
-    stored_size: int | None = None,
-    identifier: str | None = None,
-) -> DeviceCode:
+@dataclass(frozen=True)
+class Stored:
+    """Where and how a payload was stored: a fatbin entry's header, or just a location for a plain file."""
+
+    location: str
+    entry_flags: int = 0
+    relocatable: bool = False
+    compression: Compression = Compression.NONE
+    stored_size: int | None = None
+    identifier: str | None = None
+    options: str | None = None
+
+
+def cubin_code(data: Buffer, stored: Stored) -> DeviceCode:
     """A SASS :class:`DeviceCode` for the cubin in ``data`` (raises :class:`MalformedBinary`)."""
+    entry_flags = stored.entry_flags
     info: CubinInfo = parse_cubin(data)
     image = memoryview(data)[: info.extent]  # a view: payloads can be tens of MB, no copy
     accelerator = info.accelerator or bool(entry_flags & t.FLAG_ARCH_SPECIFIC)
@@ -59,57 +65,47 @@ def cubin_code(
         vendor=Vendor.NVIDIA,
         kind=CodeKind.SASS,
         arch=arch,
-        location=location,
+        location=stored.location,
         sha256=_sha256(image),
         size=len(image),
-        stored_size=len(image) if stored_size is None else stored_size,
-        compression=compression,
-        relocatable=relocatable or info.relocatable,
+        stored_size=len(image) if stored.stored_size is None else stored.stored_size,
+        compression=stored.compression,
+        relocatable=stored.relocatable or info.relocatable,
         link_stub=info.is_link_stub,
         elf_flags=info.e_flags,
         elf_abi_version=info.abi_version,
         virtual_arch=f"compute_{info.virtual_sm}" if info.virtual_sm else None,
         toolkit=info.toolkit,
         compiler=info.tool,
-        identifier=identifier,
+        identifier=stored.identifier,
         debug=bool(entry_flags & t.FLAG_DEBUG),
         kernels=kernels,
     )
 
 
-def ptx_code(
-    data: Buffer,
-    location: str,
-    *,
-    entry_flags: int = 0,
-    relocatable: bool = False,
-    compression: Compression = Compression.NONE,
-    stored_size: int | None = None,
-    identifier: str | None = None,
-    options: str | None = None,
-) -> DeviceCode:
+def ptx_code(data: Buffer, stored: Stored) -> DeviceCode:
     """A PTX :class:`DeviceCode` for the text in ``data`` (raises :class:`MalformedBinary`)."""
     text = memoryview(data)[: text_length(data)]  # a view: PTX modules can be tens of MB, no copy
     info: PtxInfo = parse_ptx(text)
     arch = info.arch
-    suffix = _entry_suffix(entry_flags)
+    suffix = _entry_suffix(stored.entry_flags)
     if suffix and not arch.endswith(suffix):
         arch += suffix
     return DeviceCode(
         vendor=Vendor.NVIDIA,
         kind=CodeKind.PTX,
         arch=arch,
-        location=location,
+        location=stored.location,
         sha256=_sha256(text),
         size=len(text),
-        stored_size=len(text) if stored_size is None else stored_size,
-        compression=compression,
-        relocatable=relocatable,
+        stored_size=len(text) if stored.stored_size is None else stored.stored_size,
+        compression=stored.compression,
+        relocatable=stored.relocatable,
         ptx_isa=info.isa_version,
         toolkit=info.toolkit,
-        identifier=identifier,
-        options=options,
-        debug=bool(entry_flags & t.FLAG_DEBUG),
+        identifier=stored.identifier,
+        options=stored.options,
+        debug=bool(stored.entry_flags & t.FLAG_DEBUG),
         kernels=tuple(Kernel(name=k, demangled=demangle(k)) for k in info.kernels),
     )
 
@@ -148,28 +144,11 @@ def _entry_code(
     compression = Compression(entry.compression)
     suffix = _entry_suffix(entry.flags)
     if entry.kind in (t.FATBIN_KIND_ELF, t.FATBIN_KIND_PTX):
+        stored = Stored(location, entry.flags, relocatable, compression, entry.stored_size, entry.identifier,
+                        entry.options if entry.kind == t.FATBIN_KIND_PTX else None)  # fmt: skip
         try:
             payload = read_payload(blob, entry, cap)
-            if entry.kind == t.FATBIN_KIND_ELF:
-                return cubin_code(
-                    payload,
-                    location,
-                    entry_flags=entry.flags,
-                    relocatable=relocatable,
-                    compression=compression,
-                    stored_size=entry.stored_size,
-                    identifier=entry.identifier,
-                )
-            return ptx_code(
-                payload,
-                location,
-                entry_flags=entry.flags,
-                relocatable=relocatable,
-                compression=compression,
-                stored_size=entry.stored_size,
-                identifier=entry.identifier,
-                options=entry.options,
-            )
+            return (cubin_code if entry.kind == t.FATBIN_KIND_ELF else ptx_code)(payload, stored)
         except MalformedBinary as exc:
             detection.problems.append(Problem(_kind(exc), f"fatbin entry unreadable: {exc}", location))
             kind = CodeKind.SASS if entry.kind == t.FATBIN_KIND_ELF else CodeKind.PTX

@@ -10,7 +10,7 @@ from kaudit.binfmt.elf import ELF_MAGIC, EM_AMDGPU, EM_CUDA
 from kaudit.binfmt.fatbin import FATBIN_MAGIC_BYTES
 from kaudit.binfmt.ptx import looks_like_ptx
 from kaudit.detectors._amd import describe_bundles, describe_offload_binaries, hsaco_code
-from kaudit.detectors._nvidia import cubin_code, describe_fatbin, ptx_code
+from kaudit.detectors._nvidia import Stored, cubin_code, describe_fatbin, ptx_code
 from kaudit.detectors.interface import Detection, Detector
 
 MAX_STANDALONE_BYTES = 1 << 30
@@ -40,7 +40,7 @@ class CubinDetector(Detector):
         return _machine(head) == EM_CUDA
 
     def detect(self, blob: Blob, path: str) -> Detection:
-        return Detection("cubin", device_code=[cubin_code(_read_all(blob), "cubin")])
+        return Detection("cubin", device_code=[cubin_code(_read_all(blob), Stored("cubin"))])
 
 
 class HsacoDetector(Detector):
@@ -107,4 +107,4 @@ class PtxDetector(Detector):
         return looks_like_ptx(head)
 
     def detect(self, blob: Blob, path: str) -> Detection:
-        return Detection("ptx", device_code=[ptx_code(_read_all(blob), "ptx")])
+        return Detection("ptx", device_code=[ptx_code(_read_all(blob), Stored("ptx"))])

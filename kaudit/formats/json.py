@@ -60,15 +60,6 @@ def report_header(report: ScanReport) -> dict[str, Any]:
     }
 
 
-def report_document(report: ScanReport) -> dict[str, Any]:
-    """The whole JSON document for ``report`` as plain Python objects."""
-    return {
-        **report_header(report),
-        "binaries": to_jsonable(report.binaries),
-        "findings": to_jsonable(report.findings),
-    }
-
-
 class JsonFormat(Format):
     name = "json"
     is_manifest = True

@@ -44,12 +44,12 @@ class TableFormat(Format):
 
     def render(self, report: ScanReport) -> str:
         buffer = io.StringIO()
-        console = Console(file=buffer, width=self._width or 160, force_terminal=self._color, no_color=not self._color)
+        console = Console(file=buffer, width=self._width or 200, force_terminal=self._color, no_color=not self._color)
         table = Table(title=Text(f"GPU device code in {report.subject}"), title_justify="left")
         paths = [_relative(b.path, report.subject) for b in report.binaries]
-        table.add_column("path", overflow="fold", min_width=min(max(map(len, paths), default=4), 60))
+        table.add_column("path", overflow="fold", min_width=min(max(map(len, paths), default=4), 48))
         for column in ("format", "SASS", "PTX", "gfx", "kernels", "relocatable", "stubs"):
-            table.add_column(column, overflow="fold", max_width=26)
+            table.add_column(column, overflow="fold", max_width=22)
         table.add_column("sha256", no_wrap=True)
         for binary in report.binaries:
             cells = (
