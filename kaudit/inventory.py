@@ -146,6 +146,43 @@ class ArchSummary:
 
 
 @dataclass(frozen=True, slots=True)
+class LayerRef:
+    """The image layer a file came from."""
+
+    index: int
+    """Position in the manifest, 0 = the base layer."""
+    digest: str
+    """The manifest's (compressed) layer digest."""
+    diff_id: str
+    """The uncompressed layer's digest (config ``rootfs.diff_ids``)."""
+    created_by: str | None = None
+    """The config history entry that added the layer (a Dockerfile step)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Owner:
+    """The package that installed a file, from the package manager's own database."""
+
+    type: str
+    """``pypi``, ``deb``, ``rpm`` or ``conda`` (the purl type)."""
+    name: str
+    version: str | None
+    purl: str
+    database: str
+    """The database file that records the ownership (a RECORD, dpkg .list, rpmdb.sqlite, conda-meta JSON)."""
+
+
+class FileStatus(StrEnum):
+    """Whether a file is in the image's final filesystem."""
+
+    PRESENT = "present"
+    DELETED = "deleted"
+    """Removed by a whiteout in a later layer; it still shipped to every node (``--all-layers``)."""
+    REPLACED = "replaced"
+    """Overwritten by a later layer's file at the same path (``--all-layers``)."""
+
+
+@dataclass(frozen=True, slots=True)
 class GpuBinary:
     """A file (or archive member) that holds GPU device code."""
 
@@ -167,6 +204,13 @@ class GpuBinary:
     gpu_runtimes: tuple[str, ...] = ()
     """NEEDED entries that are GPU runtimes (libcudart, libamdhip64, …)."""
     notes: tuple[str, ...] = ()
+    layer: LayerRef | None = None
+    """For image scans: the layer that holds this file."""
+    owner: Owner | None = None
+    """The package that installed the file; ``None`` when no package database claims it."""
+    status: FileStatus = FileStatus.PRESENT
+    removed_in_layer: int | None = None
+    """For deleted or replaced files: the index of the layer that removed them."""
 
 
 class FindingKind(StrEnum):
@@ -200,12 +244,59 @@ class ScanStats:
 
 
 @dataclass(frozen=True, slots=True)
+class ImageInfo:
+    """The image an image scan resolved."""
+
+    reference: str
+    manifest_digest: str
+    platform: str
+    layers: tuple[LayerRef, ...]
+    index_digest: str | None = None
+    repo_tags: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class CacheEntry:
+    """One entry of a runtime kernel cache (Kernel Hub, Triton, Inductor, CUDA ComputeCache, …)."""
+
+    type: str
+    """``hf-kernel-hub``, ``triton``, ``inductor``, ``vllm-torch-compile``, ``cuda-computecache``,
+    ``flashinfer-jit``, ``deepgemm-jit``, ``miopen``."""
+    path: str
+    """The entry's directory or file."""
+    key: str
+    """The cache key: a hash directory name, a ``org/name@commit`` hub reference, a database key."""
+    archs: tuple[str, ...] = ()
+    """Target architectures the entry was built for (``sm_90a``, ``gfx942``)."""
+    binaries: tuple[str, ...] = ()
+    """Paths of the entry's files that hold device code (they are in ``binaries`` too)."""
+    details: tuple[tuple[str, str], ...] = ()
+    """Type-specific facts, e.g. ``("revision", "main")``, ``("variant", "torch27-cxx11-cu128-x86_64-linux")``."""
+    layer: LayerRef | None = None
+    notes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class FirstUseSignal:
+    """Software or configuration that fetches or compiles kernels when a pod first runs."""
+
+    kind: str
+    """``kernels-client``, ``flashinfer-cubin-download``, ``triton-remote-cache``, ``inductor-remote-cache``, …"""
+    evidence: str
+    """Where it was seen: a path in the image, or ``env:NAME``."""
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
 class ScanReport:
     """The result of ``kaudit scan``."""
 
     subject: str
-    """What was scanned (a path)."""
+    """What was scanned (a path or an image reference)."""
     binaries: tuple[GpuBinary, ...]
     findings: tuple[ScanFinding, ...] = ()
     stats: ScanStats = field(default_factory=ScanStats)
     tool_version: str = ""
+    image: ImageInfo | None = None
+    caches: tuple[CacheEntry, ...] = ()
+    first_use: tuple[FirstUseSignal, ...] = ()

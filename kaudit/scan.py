@@ -96,6 +96,10 @@ class Scanner:
     def _detector_for(self, head: bytes) -> Detector | None:
         return next((d for d in self._detectors if d.matches(head)), None)
 
+    def sniff(self, head: bytes) -> bool:
+        """Whether a file starting with ``head`` is one of the detectors' kinds."""
+        return self._detector_for(head) is not None
+
     def _jobs(self) -> int:
         if self._options.detectors is not None:
             return 1
@@ -109,7 +113,7 @@ class Scanner:
         Files on disk are parsed by worker processes, several at a time; results keep the walk's order.
         """
         started = time.monotonic()
-        walker = Walker(sniff=lambda head: self._detector_for(head) is not None)
+        walker = Walker(sniff=self.sniff)
         binaries: list[GpuBinary] = []
         findings: list[ScanFinding] = []
         parsed = 0
@@ -137,7 +141,7 @@ class Scanner:
                         future = pool.submit(_examine_file, candidate.path, candidate.size)
                     else:
                         future = Future()
-                        future.set_result(self._examine(candidate))
+                        future.set_result(self.examine(candidate))
                     pending.append((candidate.path, future))
                     collect(16 * jobs)  # bounded: results are gathered in order while workers keep busy
             collect(0)
@@ -157,7 +161,7 @@ class Scanner:
         subject = paths[0] if len(paths) == 1 else ", ".join(paths)
         return ScanReport(subject, tuple(binaries), tuple(findings), stats, __version__)
 
-    def _examine(self, candidate: Candidate) -> Examined:
+    def examine(self, candidate: Candidate) -> Examined:
         """Describe one candidate file: its inventory entry (or ``None``) and the problems met."""
         detector = self._detector_for(candidate.head)
         if detector is None:
@@ -199,7 +203,7 @@ def _examine_file(path: str, size: int) -> Examined:
             head = handle.read(SNIFF_BYTES)
     except OSError as exc:
         return None, [ScanFinding(path, FindingKind.UNREADABLE, f"cannot read: {exc.strerror}")]
-    return _WORKER_SCANNER._examine(disk_candidate(path, size, head))
+    return _WORKER_SCANNER.examine(disk_candidate(path, size, head))
 
 
 def _binary(candidate: Candidate, detection: Detection, digest: str) -> GpuBinary:

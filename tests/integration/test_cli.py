@@ -50,7 +50,7 @@ def test_json_validates_and_several_outputs(tmp_path: Path) -> None:
         "object_count": 1,
     }  # fmt: skip
     assert by_name["_rocm_ops.so"]["gpu_runtimes"] == []
-    assert document["schema_version"] == "1.0" and document["stats"]["files_seen"] == 6
+    assert document["schema_version"] == "1.1" and document["stats"]["files_seen"] == 6
 
 
 def test_json_to_stdout_is_the_whole_output() -> None:

@@ -1,0 +1,93 @@
+"""A per-layer result cache in the user's cache directory, keyed by the layer's digest.
+
+Base layers (CUDA, ROCm, PyTorch) are shared by many images; a layer walked once is not walked again. Entries
+are JSON — a header line with the analyzer version and the checksum of the result, then the result — written to
+a temporary file and renamed into place, so concurrent runs never see half an entry. An entry whose header,
+checksum or content does not check out is ignored and removed, never trusted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+
+from kaudit import __version__
+from kaudit.serialize import CorruptRecord, from_jsonable, to_jsonable
+from kaudit.walk.layers import LayerResult
+
+LAYER_FORMAT = 1
+"""Bumped whenever what a layer walk records changes, so older entries are not reused."""
+ANALYZER = f"kaudit {__version__} layer-format {LAYER_FORMAT}"
+
+
+def default_directory() -> str:
+    base = os.environ.get("KAUDIT_CACHE_DIR") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "kaudit"
+    )
+    return os.path.join(base, "layers")
+
+
+class LayerCache:
+    """Read and write layer results by layer digest."""
+
+    def __init__(self, directory: str) -> None:
+        self.directory = directory
+
+    def _path(self, digest: str) -> str:
+        algorithm, _, hex_digest = digest.partition(":")
+        if algorithm != "sha256" or len(hex_digest) != 64 or not all(c in "0123456789abcdef" for c in hex_digest):
+            raise ValueError(f"not a sha256 digest: {digest!r}")
+        return os.path.join(self.directory, f"sha256-{hex_digest}.json")
+
+    def get(self, digest: str) -> LayerResult | None:
+        """The cached result for ``digest``, or ``None`` (missing, stale or corrupt)."""
+        try:
+            path = self._path(digest)
+            with open(path, "rb") as handle:
+                header_line = handle.readline()
+                body = handle.read()
+        except (OSError, ValueError):
+            return None
+        try:
+            header = json.loads(header_line)
+            if (
+                not isinstance(header, dict)
+                or header.get("analyzer") != ANALYZER
+                or header.get("digest") != digest
+                or header.get("sha256") != hashlib.sha256(body).hexdigest()
+            ):
+                raise CorruptRecord("header does not match")
+            result = from_jsonable(LayerResult, json.loads(body))
+            if result.digest != digest:
+                raise CorruptRecord("result is for another layer")
+            return result
+        except (ValueError, CorruptRecord):
+            self._discard(path)
+            return None
+
+    def put(self, result: LayerResult) -> None:
+        """Store ``result``; a failure to write only costs the next run a walk."""
+        try:
+            path = self._path(result.digest)
+        except ValueError:
+            return
+        body = json.dumps(to_jsonable(result), separators=(",", ":")).encode()
+        header = json.dumps(
+            {"analyzer": ANALYZER, "digest": result.digest, "sha256": hashlib.sha256(body).hexdigest()}
+        ).encode()
+        try:
+            os.makedirs(self.directory, exist_ok=True)
+            fd, temporary = tempfile.mkstemp(dir=self.directory, prefix=".tmp-", suffix=".json")
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(header + b"\n" + body)
+            os.replace(temporary, path)
+        except OSError:
+            return
+
+    def _discard(self, path: str) -> None:
+        try:
+            os.unlink(path)
+        except OSError:
+            pass

@@ -1,0 +1,60 @@
+"""Which files, besides device code, an image walk must read: package databases and kernel-cache metadata.
+
+Both attribution (:mod:`kaudit.owners`) and the runtime-cache catalogers (:mod:`kaudit.caches`) work on the
+merged filesystem after all layers are walked, from the small files collected here.
+"""
+
+from __future__ import annotations
+
+import posixpath
+import re
+from enum import Enum
+
+
+class Interest(Enum):
+    TEXT = "text"
+    """Kept as text (package databases, JSON metadata, lock files, refs)."""
+    RPMDB = "rpmdb"
+    """The RPM database (SQLite); parsed where it is read."""
+    SQLITE = "sqlite"
+    """Another SQLite database whose index matters (MIOpen kernel databases)."""
+
+
+_TEXT_PATTERNS = [
+    re.compile(p)
+    for p in (
+        r"(^|/)var/lib/dpkg/status$",
+        r"(^|/)var/lib/dpkg/status\.d/[^/]+$",  # distroless images keep one stanza file per package
+        r"(^|/)var/lib/dpkg/info/[^/]+\.list$",
+        r"\.dist-info/(RECORD|METADATA|kernels\.lock)$",
+        r"\.egg-info/(installed-files\.txt|PKG-INFO)$",
+        r"(^|/)conda-meta/[^/]+\.json$",
+        # Hugging Face hub caches: refs reveal floating pulls; metadata, lock files and signatures
+        r"(^|/)(kernels|models)--[^/]+--[^/]+/refs/[^/]+$",
+        r"(^|/)(kernels|models)--[^/]+--[^/]+/snapshots/[^/]+/(build/[^/]+/)?metadata\.json(\.sigstore)?$",
+        r"(^|/)kernels\.lock$",
+        r"(^|/)pyproject\.toml$",
+        # Triton, Inductor, vLLM, FlashInfer, DeepGEMM caches: their JSON metadata
+        r"\.json$",
+    )
+]
+_JSON_CONTEXTS = re.compile(
+    r"(^|/)(\.triton|triton|torchinductor_[^/]+|inductor|torch_compile_cache|flashinfer|deep_?gemm|"
+    r"\.cache/[^/]+|cache|conda-meta|kernels--[^/]+|models--[^/]+)(/|$)"
+)
+_RPMDB = re.compile(r"(^|/)(var/lib/rpm|usr/lib/sysimage/rpm)/rpmdb\.sqlite$")
+_MIOPEN = re.compile(r"(^|/)[^/]*miopen[^/]*/.*\.(u?kdb|db)$", re.IGNORECASE)
+
+
+def classify(path: str) -> Interest | None:
+    """What an image walk should keep of ``path`` (``None``: list it only)."""
+    if _RPMDB.search(path):
+        return Interest.RPMDB
+    if _MIOPEN.search(path):
+        return Interest.SQLITE
+    for pattern in _TEXT_PATTERNS[:-1]:
+        if pattern.search(path):
+            return Interest.TEXT
+    if path.endswith(".json") and _JSON_CONTEXTS.search(posixpath.dirname(path)):
+        return Interest.TEXT
+    return None

@@ -1,0 +1,365 @@
+"""Walk one image layer as a stream: verify its digests, find device code and the files that attribute it.
+
+The compressed blob is hashed as it is read (its manifest digest), decompressed (gzip through ISA-L when
+available, zstd), hashed again (the config's diff_id) and read by ``tarfile`` in stream mode: nothing is
+extracted to disk. Each regular file is sniffed; device code and the files that matter later (package
+databases, kernel cache metadata) are read and hashed, the rest only listed. Whiteouts, symlinks and hardlinks
+are recorded for the merge (:mod:`kaudit.walk.merge`), which applies them across layers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import posixpath
+import stat
+import tarfile
+import tempfile
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from typing import IO, BinaryIO
+
+from kaudit.binfmt.bounded import Blob, BytesBlob, FileBlob
+from kaudit.detectors.interface import SNIFF_BYTES
+from kaudit.errors import Error, LimitExceeded, MalformedBinary
+from kaudit.inventory import FindingKind, GpuBinary, ScanFinding
+from kaudit.owners.model import PackageFiles
+from kaudit.sources.interface import LayerDescriptor, LayerReader, SourceError
+from kaudit.walk.files import Candidate
+from kaudit.walk.interest import Interest, classify
+
+WHITEOUT_PREFIX = ".wh."
+OPAQUE_MARKER = ".wh..wh..opq"
+IN_MEMORY_LIMIT = 64 * 1024 * 1024
+"""Files of interest up to this size are read into memory; larger ones are spooled to a temporary file."""
+TEXT_LIMIT = 8 * 1024 * 1024
+"""Text files of interest (package databases, cache metadata) larger than this are not kept."""
+_CHUNK = 1 << 20
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Bounds on what one layer may make kaudit do."""
+
+    max_layer_bytes: int = 256 * 1024**3
+    """Uncompressed bytes per layer; a tar bomb stops here."""
+    max_members: int = 5_000_000
+    max_member_bytes: int = 16 * 1024**3
+    """A single file larger than this is listed but not read."""
+
+
+@dataclass(frozen=True, slots=True)
+class LayerFile:
+    """A regular file of a layer: its size, and its sha256 when kaudit read it."""
+
+    size: int
+    sha256: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class LayerResult:
+    """What one layer holds, independent of the other layers (cacheable by the layer digest)."""
+
+    digest: str
+    diff_id: str
+    binaries: tuple[GpuBinary, ...] = ()
+    findings: tuple[ScanFinding, ...] = ()
+    files: dict[str, LayerFile] = field(default_factory=dict)
+    whiteouts: tuple[str, ...] = ()
+    opaque_dirs: tuple[str, ...] = ()
+    symlinks: dict[str, str] = field(default_factory=dict)
+    hardlinks: dict[str, str] = field(default_factory=dict)
+    texts: dict[str, str] = field(default_factory=dict)
+    packages: tuple[PackageFiles, ...] = ()
+
+
+def normalize(name: str) -> str | None:
+    """An archive member name as a clean image path (no leading ``/``, no ``.``); ``None`` if it escapes."""
+    path = posixpath.normpath("/" + name.replace("\\", "/"))
+    if name and any(part == ".." for part in name.replace("\\", "/").split("/")):
+        # normpath on an absolute path cannot climb above "/", but a ".." in a member name is hostile either way
+        return None
+    return path.lstrip("/") if path != "/" else ""
+
+
+class _HashingReader:
+    """Reads from a stream while hashing and counting (and enforcing a byte budget)."""
+
+    def __init__(self, stream: BinaryIO, limit: int | None = None, progress: Callable[[int], None] | None = None):
+        self._stream = stream
+        self._hash = hashlib.sha256()
+        self.count = 0
+        self._limit = limit
+        self._progress = progress
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._stream.read(size if size is not None and size >= 0 else _CHUNK)
+        self._hash.update(data)
+        self.count += len(data)
+        if self._limit is not None and self.count > self._limit:
+            raise LimitExceeded(f"layer decompresses to more than {self._limit} bytes (a tar bomb?); stopped")
+        if self._progress is not None:
+            self._progress(self.count)
+        return data
+
+    def drain(self) -> None:
+        while self.read(_CHUNK):
+            pass
+
+    @property
+    def digest(self) -> str:
+        return "sha256:" + self._hash.hexdigest()
+
+
+def _decompressor(raw: BinaryIO, media_type: str, head: bytes) -> BinaryIO:
+    if "zstd" in media_type or head.startswith(b"\x28\xb5\x2f\xfd"):
+        import zstandard
+
+        return zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True)
+    if "gzip" in media_type or head.startswith(b"\x1f\x8b"):
+        try:
+            from isal import igzip  # ISA-L: 2.6-5x the stdlib's gunzip (docs/performance.md)
+
+            return igzip.IGzipFile(fileobj=raw, mode="rb")  # type: ignore[no-untyped-call,return-value]
+        except ImportError:
+            import gzip
+
+            return gzip.GzipFile(fileobj=raw, mode="rb")  # type: ignore[return-value]
+    return raw
+
+
+class _Peekable:
+    """Lets the first bytes of a stream be looked at before handing it on."""
+
+    def __init__(self, stream: _HashingReader) -> None:
+        self._stream = stream
+        self.head = stream.read(8)
+        self._pending = self.head
+
+    def read(self, size: int = -1) -> bytes:
+        if self._pending:
+            if size is None or size < 0:
+                data, self._pending = self._pending + self._stream.read(-1), b""
+                return data
+            data, self._pending = self._pending[:size], self._pending[size:]
+            if len(data) < size:
+                data += self._stream.read(size - len(data))
+            return data
+        return self._stream.read(size)
+
+
+@dataclass
+class _Collected:
+    binaries: list[GpuBinary] = field(default_factory=list)
+    findings: list[ScanFinding] = field(default_factory=list)
+    files: dict[str, LayerFile] = field(default_factory=dict)
+    whiteouts: list[str] = field(default_factory=list)
+    opaque_dirs: list[str] = field(default_factory=list)
+    symlinks: dict[str, str] = field(default_factory=dict)
+    hardlinks: dict[str, str] = field(default_factory=dict)
+    texts: dict[str, str] = field(default_factory=dict)
+    packages: list[PackageFiles] = field(default_factory=list)
+
+
+Examine = Callable[[Candidate], tuple[GpuBinary | None, list[ScanFinding]]]
+Sniff = Callable[[bytes], bool]
+
+
+def walk_layer(
+    layer: LayerDescriptor,
+    reader: LayerReader,
+    examine: Examine,
+    sniff: Sniff,
+    limits: Limits = Limits(),
+    progress: Callable[[int], None] | None = None,
+) -> LayerResult:
+    """Stream one layer blob and describe it; raises :class:`SourceError` when the blob cannot be trusted."""
+    collected = _Collected()
+    with reader.open() as raw_stream:
+        raw = _HashingReader(raw_stream, progress=progress)
+        peek = _Peekable(raw)
+        tar_stream = _HashingReader(_decompressor(peek, layer.media_type, peek.head), limits.max_layer_bytes)  # type: ignore[arg-type]
+        try:
+            with tarfile.open(fileobj=tar_stream, mode="r|") as archive:  # type: ignore[call-overload]
+                for index, member in enumerate(archive):
+                    if index >= limits.max_members:
+                        raise LimitExceeded(f"layer has more than {limits.max_members} entries; stopped")
+                    _member(archive, member, collected, examine, sniff, limits)
+            tar_stream.drain()
+            raw.drain()
+        except LimitExceeded as exc:
+            collected.findings.append(ScanFinding(f"layer {layer.digest}", FindingKind.LIMIT, exc.diagnostics()))
+            return _result(layer.digest, "", collected)
+        except (tarfile.TarError, EOFError, OSError, ValueError) as exc:
+            if isinstance(exc, SourceError):
+                raise
+            reason = f"layer is truncated or corrupt after {tar_stream.count} bytes: {exc}"
+            collected.findings.append(ScanFinding(f"layer {layer.digest}", FindingKind.MALFORMED, reason))
+            return _result(layer.digest, "", collected)
+    if raw.digest != layer.digest and layer.digest.startswith("sha256:") and layer.media_type:
+        raise SourceError(f"layer {layer.index}: blob digest {raw.digest} does not match the manifest's {layer.digest}")
+    if layer.diff_id and tar_stream.digest != layer.diff_id:
+        raise SourceError(
+            f"layer {layer.index}: uncompressed digest {tar_stream.digest} does not match the config's diff_id "
+            f"{layer.diff_id}"
+        )
+    return _result(layer.digest, tar_stream.digest, collected)
+
+
+def _result(digest: str, diff_id: str, c: _Collected) -> LayerResult:
+    return LayerResult(digest, diff_id, tuple(c.binaries), tuple(c.findings), c.files, tuple(c.whiteouts),
+                       tuple(c.opaque_dirs), c.symlinks, c.hardlinks, c.texts, tuple(c.packages))  # fmt: skip
+
+
+def _member(
+    archive: tarfile.TarFile,
+    member: tarfile.TarInfo,
+    collected: _Collected,
+    examine: Examine,
+    sniff: Sniff,
+    limits: Limits,
+) -> None:
+    path = normalize(member.name)
+    if path is None:
+        collected.findings.append(
+            ScanFinding(member.name, FindingKind.MALFORMED, "entry path climbs out of the image root ('..'); skipped")
+        )
+        return
+    directory, base = posixpath.split(path)
+    if base == OPAQUE_MARKER:
+        collected.opaque_dirs.append(directory)
+        return
+    if base.startswith(WHITEOUT_PREFIX):
+        collected.whiteouts.append(posixpath.join(directory, base[len(WHITEOUT_PREFIX) :]))
+        return
+    if member.issym():
+        collected.symlinks[path] = member.linkname
+    elif member.islnk():
+        target = normalize(member.linkname)
+        if target is None:
+            collected.findings.append(
+                ScanFinding(path, FindingKind.MALFORMED, "hardlink target climbs out of the root")
+            )
+        else:
+            collected.hardlinks[path] = target
+    elif member.isreg():
+        stream = archive.extractfile(member)
+        if stream is None:
+            return
+        try:
+            _regular(path, member.size, stream, collected, examine, sniff, limits)
+        except MalformedBinary as exc:
+            collected.findings.append(ScanFinding(path, FindingKind.MALFORMED, exc.diagnostics()))
+
+
+def _regular(
+    path: str,
+    size: int,
+    stream: IO[bytes],
+    collected: _Collected,
+    examine: Examine,
+    sniff: Sniff,
+    limits: Limits,
+) -> None:
+    interest = classify(path)
+    head = stream.read(SNIFF_BYTES)
+    if interest is None and not sniff(head):
+        collected.files[path] = LayerFile(size)
+        return
+    if size > limits.max_member_bytes:
+        collected.files[path] = LayerFile(size)
+        collected.findings.append(
+            ScanFinding(path, FindingKind.LIMIT, f"{size}-byte file is over the {limits.max_member_bytes}-byte limit")
+        )
+        return
+    with _Spool(head, stream, size) as (blob, digest):
+        collected.files[path] = LayerFile(size, digest)
+        if sniff(head):
+            binary, problems = examine(Candidate(path, size, head, lambda: _Ready(blob)))
+            collected.findings.extend(problems)
+            if binary is not None:
+                collected.binaries.append(binary)
+        if interest is Interest.TEXT and size <= TEXT_LIMIT:
+            collected.texts[path] = blob.read(0, size).decode("utf-8", "replace")
+        elif interest is Interest.RPMDB:
+            _rpmdb(path, blob, collected)
+
+
+def _rpmdb(path: str, blob: Blob, collected: _Collected) -> None:
+    from kaudit.owners.rpm import read_rpmdb
+
+    try:
+        packages = read_rpmdb(blob.read(0, blob.size), path)
+    except Error as exc:
+        collected.findings.append(ScanFinding(path, FindingKind.MALFORMED, exc.diagnostics()))
+        return
+    collected.packages.extend(packages)
+
+
+class _Ready:
+    def __init__(self, blob: Blob) -> None:
+        self._blob = blob
+
+    def __enter__(self) -> Blob:
+        return self._blob
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+class _Spool(AbstractContextManager[tuple[Blob, str]]):
+    """The member's content as a blob (in memory, or a temporary file for large members) and its sha256."""
+
+    def __init__(self, head: bytes, stream: IO[bytes], size: int) -> None:
+        self._head, self._stream, self._size = head, stream, size
+        self._file: tempfile._TemporaryFileWrapper[bytes] | None = None
+
+    def __enter__(self) -> tuple[Blob, str]:
+        digest = hashlib.sha256(self._head)
+        if self._size <= IN_MEMORY_LIMIT:
+            rest = self._stream.read(self._size - len(self._head))
+            digest.update(rest)
+            data = self._head + rest
+            if len(data) != self._size:
+                raise MalformedBinary(f"file is shorter ({len(data)} bytes) than its tar header says")
+            return BytesBlob(data), digest.hexdigest()
+        self._file = tempfile.NamedTemporaryFile(prefix="kaudit-member-")
+        self._file.write(self._head)
+        written = len(self._head)
+        while chunk := self._stream.read(_CHUNK):
+            digest.update(chunk)
+            self._file.write(chunk)
+            written += len(chunk)
+        self._file.flush()
+        return FileBlob(self._file.fileno(), written), digest.hexdigest()
+
+    def __exit__(self, *exc: object) -> None:
+        if self._file is not None:
+            self._file.close()
+
+
+def walk_directory(root: str, examine: Examine, sniff: Sniff, limits: Limits = Limits()) -> LayerResult:
+    """An unpacked root filesystem (``dir:PATH``) as a single layer: same result, read from disk."""
+    collected = _Collected()
+    for directory, dirnames, filenames in os.walk(root):
+        dirnames.sort()
+        for name in sorted(filenames) + [d for d in dirnames if os.path.islink(os.path.join(directory, d))]:
+            full = os.path.join(directory, name)
+            path = os.path.relpath(full, root).replace(os.sep, "/")
+            try:
+                info = os.lstat(full)
+            except OSError as exc:
+                collected.findings.append(ScanFinding(path, FindingKind.UNREADABLE, f"cannot read: {exc.strerror}"))
+                continue
+            if stat.S_ISLNK(info.st_mode):
+                collected.symlinks[path] = os.readlink(full)
+            elif stat.S_ISREG(info.st_mode):
+                try:
+                    with open(full, "rb", buffering=0) as stream:
+                        _regular(path, info.st_size, stream, collected, examine, sniff, limits)
+                except OSError as exc:
+                    collected.findings.append(ScanFinding(path, FindingKind.UNREADABLE, f"cannot read: {exc.strerror}"))
+                except MalformedBinary as exc:
+                    collected.findings.append(ScanFinding(path, FindingKind.MALFORMED, exc.diagnostics()))
+    return _result(f"dir:{root}", "", collected)
