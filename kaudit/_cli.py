@@ -64,7 +64,39 @@ def build_parser() -> argparse.ArgumentParser:
         description="Find GPU device code by content in files, directory trees, wheels and static archives.",
     )
     path.add_argument("paths", nargs="+", metavar="PATH", help="a file or directory to scan")
-    path.add_argument(
+    _common_scan_options(path)
+    image = targets.add_parser(
+        "image",
+        help="scan a container image, layer by layer",
+        description="Inventory the GPU device code of a container image, layer by layer, with the packages that "
+        "installed it and the runtime kernel caches it carries. REF is a registry reference "
+        "(host[:port]/repo:tag or ...@sha256:...), oci:DIR[:TAG], docker-archive:FILE or dir:PATH.",
+    )
+    image.add_argument("reference", metavar="REF", help="the image to scan")
+    image.add_argument("--platform", default="linux/amd64", help="platform to pick from an index (default linux/amd64)")
+    image.add_argument(
+        "--all-layers", action="store_true", help="also report files that a later layer deleted or replaced"
+    )
+    image.add_argument(
+        "--insecure-registry",
+        action="append",
+        default=[],
+        metavar="HOST[:PORT]",
+        help="talk plain HTTP to this registry (may repeat); all others use HTTPS",
+    )
+    image.add_argument("--username", help="registry user name (the password is read from standard input)")
+    image.add_argument("--password-stdin", action="store_true", help="read the registry password from standard input")
+    image.add_argument("--no-cache", action="store_true", help="do not read or write the per-layer result cache")
+    image.add_argument("--cache-dir", help="directory of the per-layer result cache (default ~/.cache/kaudit/layers)")
+    _common_scan_options(image, jobs_help="walk layers in N worker processes (default: the CPUs available)")
+    return parser
+
+
+def _common_scan_options(
+    parser: argparse.ArgumentParser,
+    jobs_help: str = "parse files in N worker processes (default: the CPUs available; 1: in this process)",
+) -> None:
+    parser.add_argument(
         "-o",
         "--output",
         action="append",
@@ -72,21 +104,14 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FORMAT[=FILE]",
         help=f"output format ({', '.join(FORMATS)}), to FILE or standard output; may repeat (default: table)",
     )
-    path.add_argument("--strict", action="store_true", help="exit 2 when any file could not be fully read")
-    path.add_argument(
-        "-j",
-        "--jobs",
-        type=_positive_int,
-        metavar="N",
-        help="parse files in N worker processes (default: the CPUs available; 1: in this process)",
-    )
-    path.add_argument(
+    parser.add_argument("--strict", action="store_true", help="exit 2 when anything could not be fully read")
+    parser.add_argument("-j", "--jobs", type=_positive_int, metavar="N", help=jobs_help)
+    parser.add_argument(
         "--progress",
         choices=("auto", "always", "never"),
         default="auto",
-        help="progress bar on standard error (auto: only on a terminal)",
+        help="progress bars on standard error (auto: only on a terminal)",
     )
-    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -94,6 +119,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "scan" and args.target == "path":
             return _scan_path(args)
+        if args.command == "scan" and args.target == "image":
+            return _scan_image(args)
         raise UsageError(f"unknown command {args.command!r}")
     except Error as exc:
         print(f"kaudit: error: {exc.diagnostics()}", file=sys.stderr)
@@ -106,9 +133,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _scan_path(args: argparse.Namespace) -> int:
     from kaudit.scan import Scanner, ScanOptions
 
-    outputs: list[OutputSpec] = args.output or [OutputSpec("table", None)]
-    if sum(1 for o in outputs if o.path is None) > 1:
-        raise UsageError("only one -o may write to standard output; give the others a file (-o json=FILE)")
+    outputs = _outputs(args)
     missing = [p for p in args.paths if not os.path.exists(p)]
     if missing:
         raise UsageError(f"no such file or directory: {', '.join(missing)}")
@@ -121,6 +146,68 @@ def _scan_path(args: argparse.Namespace) -> int:
     if unreadable_roots or (args.strict and report.findings):
         return EXIT_ERROR
     return EXIT_OK
+
+
+def _outputs(args: argparse.Namespace) -> list[OutputSpec]:
+    outputs: list[OutputSpec] = args.output or [OutputSpec("table", None)]
+    if sum(1 for o in outputs if o.path is None) > 1:
+        raise UsageError("only one -o may write to standard output; give the others a file (-o json=FILE)")
+    return outputs
+
+
+def _scan_image(args: argparse.Namespace) -> int:
+    from kaudit.image_scan import ImageScanOptions, scan_image
+    from kaudit.layer_cache import default_directory
+    from kaudit.sources.interface import Platform
+    from kaudit.sources.registry import Credentials
+
+    outputs = _outputs(args)
+    credentials = None
+    if args.password_stdin or args.username:
+        if not (args.password_stdin and args.username):
+            raise UsageError("--username and --password-stdin go together")
+        password = sys.stdin.readline().rstrip("\r\n")
+        credentials = Credentials(args.username, password)
+    options = ImageScanOptions(
+        platform=Platform.parse(args.platform),
+        all_layers=args.all_layers,
+        jobs=args.jobs,
+        cache_dir=None if args.no_cache else (args.cache_dir or default_directory()),
+        insecure_registries=frozenset(args.insecure_registry),
+        credentials=credentials,
+    )
+    show_progress = args.progress == "always" or (args.progress == "auto" and sys.stderr.isatty())
+    with _layer_progress(show_progress, force=args.progress == "always") as advance:
+        report = scan_image(args.reference, options, progress=advance)
+    for spec in outputs:
+        _write(spec, report)
+    return EXIT_ERROR if args.strict and report.findings else EXIT_OK
+
+
+@contextmanager
+def _layer_progress(enabled: bool, force: bool) -> Iterator[Callable[[int, int, int], None] | None]:
+    """One rich progress bar per layer, on standard error."""
+    if not enabled:
+        yield None
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, DownloadColumn, Progress, TaskID, TextColumn
+
+    tasks: dict[int, TaskID] = {}
+    with Progress(
+        TextColumn("layer {task.fields[layer]}"),
+        BarColumn(),
+        DownloadColumn(),
+        console=Console(stderr=True, force_terminal=force or None),
+        transient=True,
+    ) as progress:
+
+        def advance(layer: int, done: int, total: int) -> None:
+            if layer not in tasks:
+                tasks[layer] = progress.add_task("layer", total=total or None, layer=layer)
+            progress.update(tasks[layer], completed=done)
+
+        yield advance
 
 
 def _write(spec: OutputSpec, report: ScanReport) -> None:

@@ -8,6 +8,7 @@ checksum or content does not check out is ignored and removed, never trusted.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -87,7 +88,5 @@ class LayerCache:
             return
 
     def _discard(self, path: str) -> None:
-        try:
+        with contextlib.suppress(OSError):
             os.unlink(path)
-        except OSError:
-            pass

@@ -50,3 +50,15 @@ def read_list(path: str, text: str, installed: dict[str, tuple[str | None, str |
     version, arch = installed[package]
     files = tuple(line.strip().lstrip("/") for line in text.splitlines() if line.strip() not in ("", "/."))
     return PackageFiles("deb", package, version, path, files, arch)
+
+
+def read_md5sums(path: str, text: str, installed: dict[str, tuple[str | None, str | None]]) -> PackageFiles | None:
+    """Distroless images: ``status.d/<package>.md5sums`` (``<md5>  <path relative to />``) lists the files."""
+    package = posixpath.basename(path)[: -len(".md5sums")].split(":", 1)[0]
+    if package not in installed:
+        return None
+    version, arch = installed[package]
+    files = tuple(
+        line.split(None, 1)[1].strip().lstrip("/") for line in text.splitlines() if len(line.split(None, 1)) == 2
+    )
+    return PackageFiles("deb", package, version, path, files, arch)

@@ -10,7 +10,7 @@ from urllib.parse import quote
 
 from kaudit.inventory import Owner
 from kaudit.owners.conda import read_conda_meta
-from kaudit.owners.dpkg import installed_packages, read_list
+from kaudit.owners.dpkg import installed_packages, read_list, read_md5sums
 from kaudit.owners.model import PackageFiles
 from kaudit.owners.python import read_record
 
@@ -57,7 +57,7 @@ def build_index(
     status = texts.get("var/lib/dpkg/status", "")
     installed = installed_packages("var/lib/dpkg/status", status)
     for path, text in texts.items():
-        if path.startswith("var/lib/dpkg/status.d/"):
+        if path.startswith("var/lib/dpkg/status.d/") and not path.endswith(".md5sums"):
             installed.update(installed_packages(path, text))
     for path, text in sorted(texts.items()):
         found: PackageFiles | None = None
@@ -65,6 +65,8 @@ def build_index(
             found = read_record(path, text, texts.get(posixpath.dirname(path) + "/METADATA"))
         elif path.startswith("var/lib/dpkg/info/") and path.endswith(".list"):
             found = read_list(path, text, installed)
+        elif path.startswith("var/lib/dpkg/status.d/") and path.endswith(".md5sums"):
+            found = read_md5sums(path, text, installed)
         elif "/conda-meta/" in f"/{path}" and path.endswith(".json"):
             found = read_conda_meta(path, text)
         if found is not None:

@@ -16,8 +16,14 @@ class Interest(Enum):
     """Kept as text (package databases, JSON metadata, lock files, refs)."""
     RPMDB = "rpmdb"
     """The RPM database (SQLite); parsed where it is read."""
-    SQLITE = "sqlite"
-    """Another SQLite database whose index matters (MIOpen kernel databases)."""
+    MIOPEN = "miopen"
+    """An MIOpen kernel database (SQLite); its index is kept as text."""
+    PICKLE = "pickle"
+    """A pickle that may hold device code (Inductor FX graph, AOT autograd entries); walked, never unpickled."""
+    ARTIFACT = "artifact"
+    """A compile artifact container (vLLM, ``standalone_compile``); searched for device ELF images."""
+    COMPUTECACHE = "computecache"
+    """A CUDA driver JIT cache entry: a key (target, PTX) and a cubin."""
 
 
 _TEXT_PATTERNS = [
@@ -33,6 +39,8 @@ _TEXT_PATTERNS = [
         r"(^|/)(kernels|models)--[^/]+--[^/]+/refs/[^/]+$",
         r"(^|/)(kernels|models)--[^/]+--[^/]+/snapshots/[^/]+/(build/[^/]+/)?metadata\.json(\.sigstore)?$",
         r"(^|/)kernels\.lock$",
+        r"(^|/)(etc|usr/lib)/os-release$",
+        r"(^|/)torch_compile_cache/.+/(cache_key_factors\.json|vllm_compile_cache\.py)$",
         r"(^|/)pyproject\.toml$",
         # Triton, Inductor, vLLM, FlashInfer, DeepGEMM caches: their JSON metadata
         r"\.json$",
@@ -43,7 +51,10 @@ _JSON_CONTEXTS = re.compile(
     r"\.cache/[^/]+|cache|conda-meta|kernels--[^/]+|models--[^/]+)(/|$)"
 )
 _RPMDB = re.compile(r"(^|/)(var/lib/rpm|usr/lib/sysimage/rpm)/rpmdb\.sqlite$")
-_MIOPEN = re.compile(r"(^|/)[^/]*miopen[^/]*/.*\.(u?kdb|db)$", re.IGNORECASE)
+_MIOPEN = re.compile(r"(^|/)[^/]*miopen[^/]*/.*\.u?kdb$", re.IGNORECASE)
+_PICKLE = re.compile(r"(^|/)(torchinductor_[^/]+|inductor_cache|inductor)/(fxgraph|aotautograd)/.+")
+_ARTIFACT = re.compile(r"(^|/)torch_compile_cache/.+/artifact_compile_range_[^/]+$|(^|/)torch_aot_compile/.+/model$")
+_COMPUTECACHE = re.compile(r"(^|/)ComputeCache/[0-9a-fA-F]/[0-9a-fA-F]/[0-9a-fA-F]+$")
 
 
 def classify(path: str) -> Interest | None:
@@ -51,7 +62,13 @@ def classify(path: str) -> Interest | None:
     if _RPMDB.search(path):
         return Interest.RPMDB
     if _MIOPEN.search(path):
-        return Interest.SQLITE
+        return Interest.MIOPEN
+    if _COMPUTECACHE.search(path):
+        return Interest.COMPUTECACHE
+    if _ARTIFACT.search(path):
+        return Interest.ARTIFACT
+    if _PICKLE.search(path):
+        return Interest.PICKLE
     for pattern in _TEXT_PATTERNS[:-1]:
         if pattern.search(path):
             return Interest.TEXT

@@ -10,6 +10,7 @@ are recorded for the merge (:mod:`kaudit.walk.merge`), which applies them across
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import posixpath
 import stat
@@ -35,6 +36,8 @@ IN_MEMORY_LIMIT = 64 * 1024 * 1024
 """Files of interest up to this size are read into memory; larger ones are spooled to a temporary file."""
 TEXT_LIMIT = 8 * 1024 * 1024
 """Text files of interest (package databases, cache metadata) larger than this are not kept."""
+EMBEDDED_LIMIT = 512 * 1024 * 1024
+"""Containers (pickles, artifacts, databases) larger than this are listed, not searched."""
 _CHUNK = 1 << 20
 
 
@@ -107,6 +110,14 @@ class _HashingReader:
         while self.read(_CHUNK):
             pass
 
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: bytearray | memoryview) -> int:
+        data = self.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
     @property
     def digest(self) -> str:
         return "sha256:" + self._hash.hexdigest()
@@ -147,6 +158,14 @@ class _Peekable:
                 data += self._stream.read(size - len(data))
             return data
         return self._stream.read(size)
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: bytearray | memoryview) -> int:
+        data = self.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
 
 
 @dataclass
@@ -280,21 +299,60 @@ def _regular(
             collected.findings.extend(problems)
             if binary is not None:
                 collected.binaries.append(binary)
-        if interest is Interest.TEXT and size <= TEXT_LIMIT:
-            collected.texts[path] = blob.read(0, size).decode("utf-8", "replace")
-        elif interest is Interest.RPMDB:
-            _rpmdb(path, blob, collected)
+        if interest is not None:
+            kept = read_interesting(path, interest, blob, examine)
+            collected.texts.update(kept.texts)
+            collected.packages.extend(kept.packages)
+            collected.binaries.extend(kept.binaries)
+            collected.findings.extend(kept.findings)
 
 
-def _rpmdb(path: str, blob: Blob, collected: _Collected) -> None:
-    from kaudit.owners.rpm import read_rpmdb
+@dataclass
+class Kept:
+    """What a file of interest contributes: text, package lists, embedded device code, problems."""
 
+    texts: dict[str, str] = field(default_factory=dict)
+    packages: list[PackageFiles] = field(default_factory=list)
+    binaries: list[GpuBinary] = field(default_factory=list)
+    findings: list[ScanFinding] = field(default_factory=list)
+
+
+def read_interesting(path: str, interest: Interest, blob: Blob, examine: Examine) -> Kept:
+    """Read a file of interest: keep its text, parse its database, or examine the device code it embeds."""
+    from kaudit.walk import embedded
+
+    kept = Kept()
+    if blob.size > EMBEDDED_LIMIT or (interest is Interest.TEXT and blob.size > TEXT_LIMIT):
+        return kept
+    data = blob.read(0, blob.size)
     try:
-        packages = read_rpmdb(blob.read(0, blob.size), path)
+        if interest is Interest.TEXT:
+            kept.texts[path] = data.decode("utf-8", "replace")
+        elif interest is Interest.RPMDB:
+            from kaudit.owners.rpm import read_rpmdb
+
+            kept.packages.extend(read_rpmdb(data, path))
+        elif interest is Interest.MIOPEN:
+            kept.texts[path] = embedded.miopen_index(path, data)
+        elif interest is Interest.COMPUTECACHE:
+            facts, cubin = embedded.computecache_entry(data)
+            kept.texts[path] = json.dumps({"computecache": facts})
+            _examine_embedded(f"{path}!/cubin", cubin, examine, kept)
+        else:
+            payloads = embedded.pickle_payloads(data) if interest is Interest.PICKLE else embedded.carved_elves(data)
+            for name, payload in payloads:
+                _examine_embedded(f"{path}!/{name}", payload, examine, kept)
     except Error as exc:
-        collected.findings.append(ScanFinding(path, FindingKind.MALFORMED, exc.diagnostics()))
-        return
-    collected.packages.extend(packages)
+        kept.findings.append(ScanFinding(path, FindingKind.MALFORMED, exc.diagnostics()))
+    return kept
+
+
+def _examine_embedded(path: str, payload: bytes, examine: Examine, kept: Kept) -> None:
+    blob = BytesBlob(payload)
+    binary, problems = examine(Candidate(path, len(payload), payload[:SNIFF_BYTES], lambda: _Ready(blob)))
+    kept.findings.extend(problems)
+    if binary is not None:
+        kept.binaries.append(binary)
 
 
 class _Ready:

@@ -1,0 +1,96 @@
+"""Runtime kernel caches and first-use fetchers, cataloged over a merged filesystem.
+
+One cataloger per kind of cache (Syft's one-cataloger-per-ecosystem): ``hub.py`` (Hugging Face Kernel Hub caches,
+lock files, declared dependencies), ``triton_cache.py`` (Triton caches and their native launchers), ``torch_compile.py``
+(Inductor and vLLM compile caches), ``jit.py`` (CUDA ComputeCache, FlashInfer, DeepGEMM, MIOpen), and
+``first_use.py`` (software and settings that fetch or compile kernels when a pod starts). Each reads a
+:class:`CacheView`, the same for an image and for a directory tree.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+from kaudit.inventory import CacheEntry, FirstUseSignal, GpuBinary, LayerRef
+from kaudit.walk.merge import ImageView
+
+
+@dataclass
+class CacheView:
+    """What the catalogers see: file paths, symlinks, the small files kept as text, and the GPU binaries."""
+
+    files: set[str]
+    symlinks: dict[str, str]
+    texts: dict[str, str]
+    binaries: dict[str, GpuBinary]
+    env: dict[str, str] = field(default_factory=dict)
+    resolve: Callable[[str], str] = lambda path: path
+    layer_of: Callable[[str], LayerRef | None] = lambda path: None
+
+    def binaries_under(self, directory: str) -> list[GpuBinary]:
+        """GPU binaries at or below ``directory``, following the symlinks inside it (hub snapshots point to blobs)."""
+        prefix = directory.rstrip("/") + "/"
+        found: dict[str, GpuBinary] = {}
+        for path in sorted(self.files | set(self.symlinks)):
+            if not path.startswith(prefix):
+                continue
+            target = self.resolve(path)
+            binary = self.binaries.get(target) or self.binaries.get(path)
+            if binary is not None:
+                found[binary.path] = binary
+        return list(found.values())
+
+
+def archs_of(binaries: Iterable[GpuBinary]) -> tuple[str, ...]:
+    from kaudit.scan import arch_sort_key
+
+    archs: set[str] = set()
+    for binary in binaries:
+        archs.update(binary.loadable.sass_archs, binary.loadable.ptx_archs, binary.loadable.gfx_targets)
+    return tuple(sorted(archs, key=arch_sort_key))
+
+
+Cataloger = Callable[[CacheView], Iterable[CacheEntry | FirstUseSignal]]
+
+
+def catalogers() -> list[Cataloger]:
+    from kaudit.caches import first_use, hub, jit, torch_compile, triton_cache
+
+    return [hub.catalog, triton_cache.catalog, torch_compile.catalog, jit.catalog, first_use.catalog]
+
+
+def catalog_view(view: CacheView) -> tuple[tuple[CacheEntry, ...], tuple[FirstUseSignal, ...]]:
+    """Every cache entry and first-use signal in ``view``."""
+    entries: list[CacheEntry] = []
+    signals: list[FirstUseSignal] = []
+    for cataloger in catalogers():
+        for item in cataloger(view):
+            if isinstance(item, CacheEntry):
+                entries.append(item)
+            else:
+                signals.append(item)
+    entries.sort(key=lambda e: (e.type, e.path))
+    return tuple(entries), tuple(signals)
+
+
+def catalog(
+    image_view: ImageView, binaries: list[GpuBinary], env: dict[str, str]
+) -> tuple[tuple[CacheEntry, ...], tuple[FirstUseSignal, ...]]:
+    """Catalog an image's (or a root filesystem's) merged filesystem."""
+    is_image = bool(image_view.layers and image_view.layers[0].diff_id)
+
+    def layer_of(path: str) -> LayerRef | None:
+        entry = image_view.files.get(path) or image_view.symlinks.get(path)
+        return image_view.layers[entry[0]] if entry is not None and is_image else None
+
+    view = CacheView(
+        files=set(image_view.files),
+        symlinks={path: target for path, (_layer, target) in image_view.symlinks.items()},
+        texts={path: text for path, (_layer, text) in image_view.texts.items()},
+        binaries={b.path: b for b in binaries if b.status.value == "present"},
+        env=env,
+        resolve=image_view.resolve,
+        layer_of=layer_of,
+    )
+    return catalog_view(view)
