@@ -21,9 +21,11 @@ from kaudit.detectors.host_elf import gpu_runtimes
 from kaudit.errors import LimitExceeded, MalformedBinary, UnsupportedFormat
 from kaudit.inventory import (
     ArchSummary,
+    CacheEntry,
     CodeKind,
     DeviceCode,
     FindingKind,
+    FirstUseSignal,
     GpuBinary,
     ScanFinding,
     ScanReport,
@@ -152,6 +154,17 @@ class Scanner:
             ScanFinding(p.path, FindingKind.LIMIT if p.limit else FindingKind.UNREADABLE, p.reason)
             for p in walker.problems
         )
+        caches: list[CacheEntry] = []
+        signals: list[FirstUseSignal] = []
+        for root in paths:
+            if os.path.isdir(root):
+                from kaudit.walk.tree import catalog_tree
+
+                entries, found_signals, embedded, problems = catalog_tree(root, binaries, self.examine)
+                caches.extend(entries)
+                signals.extend(found_signals)
+                binaries.extend(embedded)
+                findings.extend(problems)
         stats = ScanStats(
             files_seen=walker.files_seen,
             files_parsed=parsed,
@@ -159,7 +172,8 @@ class Scanner:
             duration_s=round(time.monotonic() - started, 3),
         )
         subject = paths[0] if len(paths) == 1 else ", ".join(paths)
-        return ScanReport(subject, tuple(binaries), tuple(findings), stats, __version__)
+        return ScanReport(subject, tuple(binaries), tuple(findings), stats, __version__, None, tuple(caches),
+                          tuple(signals))  # fmt: skip
 
     def examine(self, candidate: Candidate) -> Examined:
         """Describe one candidate file: its inventory entry (or ``None``) and the problems met."""

@@ -14,12 +14,14 @@ import shutil
 import subprocess
 import sys
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from kaudit.inventory import GpuBinary, ScanReport
 from kaudit.scan import Scanner
+from tests.registry import Registry, start_registry
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "tests" / "fixtures"
@@ -139,3 +141,39 @@ def wheel_libs(tmp_path_factory: pytest.TempPathFactory, bitsandbytes_wheel: Pat
     extract_members(bitsandbytes_wheel, ".so", into)
     extract_members(jax_cuda_wheel, ".so", into)
     return into
+
+
+def _require_registry_tools() -> None:
+    missing = [tool for tool in ("docker-registry", "skopeo") if shutil.which(tool) is None]
+    if missing:
+        message = f"registry tools not installed: {', '.join(missing)} (apt-get install docker-registry skopeo)"
+        if REQUIRE_ORACLES:
+            pytest.fail(message)
+        pytest.skip(message)
+
+
+@pytest.fixture(scope="session")
+def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
+    """An anonymous docker-registry on 127.0.0.1."""
+    _require_registry_tools()
+    instance = start_registry(tmp_path_factory.mktemp("registry"))
+    yield instance
+    instance.stop()
+
+
+@pytest.fixture(scope="session")
+def auth_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
+    """A docker-registry that wants Basic credentials (htpasswd)."""
+    _require_registry_tools()
+    instance = start_registry(tmp_path_factory.mktemp("registry-htpasswd"), auth="htpasswd")
+    yield instance
+    instance.stop()
+
+
+@pytest.fixture(scope="session")
+def token_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
+    """A docker-registry with Bearer-token auth and its token service."""
+    _require_registry_tools()
+    instance = start_registry(tmp_path_factory.mktemp("registry-token"), auth="token")
+    yield instance
+    instance.stop()

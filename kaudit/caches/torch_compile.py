@@ -15,8 +15,10 @@ from collections.abc import Iterator
 from kaudit.caches import CacheView, archs_of
 from kaudit.inventory import CacheEntry, FirstUseSignal
 
-_INDUCTOR_ENTRY = re.compile(r"^(?P<root>(?:.*/)?(?:torchinductor_[^/]+|inductor_cache))/(?P<kind>fxgraph|aotautograd)/"
-                             r"(?:[^/]+/)?(?P<key>[^/]+)/")  # fmt: skip
+_INDUCTOR_ENTRY = re.compile(
+    r"^(?P<root>(?:.*/)?(?:torchinductor_[^/]+|inductor_cache|inductor))/(?P<kind>fxgraph|aotautograd)/"
+    r"(?:[^/]+/)?(?P<key>[^/]+)/"
+)
 _VLLM = re.compile(
     r"^(?P<root>(?:.*/)?torch_compile_cache/(?P<key>[0-9a-f]{10}))/(?P<rank>rank_\d+_\d+)/(?P<prefix>[^/]+)/"
 )

@@ -34,10 +34,10 @@ def _elf_extent(data: bytes, start: int) -> int | None:
     return end
 
 
-def _device_elf(blob: bytes) -> bool:
-    return (
-        len(blob) > 20 and blob.startswith(ELF_MAGIC) and int.from_bytes(blob[18:20], "little") in (EM_CUDA, EM_AMDGPU)
-    )
+def _device_elf(head: bytes) -> bool:
+    """Whether ``head`` (at least 20 bytes) starts a cubin or an AMDGPU code object."""
+    machine = int.from_bytes(head[18:20], "little") if len(head) >= 20 else 0
+    return head.startswith(ELF_MAGIC) and machine in (EM_CUDA, EM_AMDGPU)
 
 
 def pickle_payloads(data: bytes) -> Iterator[tuple[str, bytes]]:

@@ -37,6 +37,9 @@ _TEXT_PATTERNS = [
         r"(^|/)conda-meta/[^/]+\.json$",
         # Hugging Face hub caches: refs reveal floating pulls; metadata, lock files and signatures
         r"(^|/)(kernels|models)--[^/]+--[^/]+/refs/[^/]+$",
+        # hub blobs named by a git SHA-1 are the repository's text files (metadata.json, Python); LFS files
+        # (.so) are named by their sha256
+        r"(^|/)(kernels|models)--[^/]+--[^/]+/blobs/[0-9a-f]{40}$",
         r"(^|/)(kernels|models)--[^/]+--[^/]+/snapshots/[^/]+/(build/[^/]+/)?metadata\.json(\.sigstore)?$",
         r"(^|/)kernels\.lock$",
         r"(^|/)(etc|usr/lib)/os-release$",
@@ -74,4 +77,15 @@ def classify(path: str) -> Interest | None:
             return Interest.TEXT
     if path.endswith(".json") and _JSON_CONTEXTS.search(posixpath.dirname(path)):
         return Interest.TEXT
+    return None
+
+
+_ARTIFACT_HEADER = b"CacheCompiledArtifact"
+
+
+def classify_content(path: str, head: bytes) -> Interest | None:
+    """Interest decided by content where the path says nothing: ``standalone_compile(...).save(format="binary")``
+    artifacts (``crc32, u64 length, "CacheCompiledArtifact"``) can have any name."""
+    if head[12 : 12 + len(_ARTIFACT_HEADER)] == _ARTIFACT_HEADER:
+        return Interest.ARTIFACT
     return None

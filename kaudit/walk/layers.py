@@ -28,7 +28,7 @@ from kaudit.inventory import FindingKind, GpuBinary, ScanFinding
 from kaudit.owners.model import PackageFiles
 from kaudit.sources.interface import LayerDescriptor, LayerReader, SourceError
 from kaudit.walk.files import Candidate
-from kaudit.walk.interest import Interest, classify
+from kaudit.walk.interest import Interest, classify, classify_content
 
 WHITEOUT_PREFIX = ".wh."
 OPAQUE_MARKER = ".wh..wh..opq"
@@ -281,8 +281,8 @@ def _regular(
     sniff: Sniff,
     limits: Limits,
 ) -> None:
-    interest = classify(path)
     head = stream.read(SNIFF_BYTES)
+    interest = classify(path) or classify_content(path, head)
     if interest is None and not sniff(head):
         collected.files[path] = LayerFile(size)
         return
