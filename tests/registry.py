@@ -98,10 +98,11 @@ def start_registry(directory: Path, auth: str = "none") -> Registry:
             break
         except urllib.error.HTTPError:
             break  # 401 from an authenticating registry: it is up
-        except OSError:
+        except OSError as exc:
             if time.monotonic() > deadline or process.poll() is not None:
+                log = (directory / "registry.log").read_text()
                 registry.stop()
-                raise RuntimeError(f"docker-registry did not start: {(directory / 'registry.log').read_text()}")
+                raise RuntimeError(f"docker-registry did not start: {log}") from exc
             time.sleep(0.05)
     return registry
 
@@ -132,7 +133,7 @@ def _start_token_server(directory: Path) -> tuple[ThreadingHTTPServer, str]:
         def log_message(self, *args: object) -> None:
             return
 
-        def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+        def do_GET(self) -> None:
             from urllib.parse import parse_qs, urlparse
 
             query = parse_qs(urlparse(self.path).query)

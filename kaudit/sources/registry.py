@@ -141,10 +141,12 @@ class RegistryClient:
                                   "--insecure-registry for a plain-HTTP registry") from exc  # fmt: skip
             except requests.RequestException as exc:
                 raise SourceError(f"{self.reference.registry}: cannot connect: {exc}") from exc
-            if response.status_code == 401 and attempt == 0:
-                self._authorization = self._authenticate(response.headers.get("WWW-Authenticate", ""))
+            if response.status_code == 401:
                 response.close()
-                continue
+                if attempt == 0:
+                    self._authorization = self._authenticate(response.headers.get("WWW-Authenticate", ""))
+                    continue
+                break
             return response
         raise SourceError(f"{self.reference}: authentication failed (credentials refused or missing)")
 

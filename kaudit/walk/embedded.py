@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import json
 import pickletools
+import re
 import struct
 from collections.abc import Iterator
 
@@ -93,12 +94,13 @@ def computecache_entry(data: bytes) -> tuple[dict[str, str], bytes]:
     payload = data[header + key_length : header + key_length + payload_length]
     facts: dict[str, str] = {}
     text = key.decode("latin-1")
-    for token in text.replace("\0", " ").split():
-        if token.startswith("sm_") and "target" not in facts:
-            facts["target"] = token
-    version_at = text.find(".version")
-    if version_at >= 0:
-        facts["ptx_isa"] = text[version_at + len(".version") :].split()[0]
+    # the key is the driver's build stamp, "HOST64", the target and the PTX text, run together
+    target = re.search(r"HOST(?:32|64)(sm_\d+[af]?)", text)
+    if target:
+        facts["target"] = target.group(1)
+    isa = re.search(r"^\s*\.version\s+(\d+\.\d+)", text, re.M)
+    if isa:
+        facts["ptx_isa"] = isa.group(1)
     return facts, payload
 
 

@@ -16,6 +16,7 @@ import posixpath
 import stat
 import tarfile
 import tempfile
+import typing
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
@@ -210,20 +211,48 @@ def walk_layer(
         except LimitExceeded as exc:
             collected.findings.append(ScanFinding(f"layer {layer.digest}", FindingKind.LIMIT, exc.diagnostics()))
             return _result(layer.digest, "", collected)
-        except (tarfile.TarError, EOFError, OSError, ValueError) as exc:
+        except _STREAM_ERRORS as exc:
             if isinstance(exc, SourceError):
                 raise
+            # A blob that differs from its digest was tampered with or damaged in transit: refuse it. One that
+            # matches was published broken: report it and keep what could be read.
+            raw.drain()
+            _check_blob_digest(layer, raw.digest)
             reason = f"layer is truncated or corrupt after {tar_stream.count} bytes: {exc}"
             collected.findings.append(ScanFinding(f"layer {layer.digest}", FindingKind.MALFORMED, reason))
             return _result(layer.digest, "", collected)
-    if raw.digest != layer.digest and layer.digest.startswith("sha256:") and layer.media_type:
-        raise SourceError(f"layer {layer.index}: blob digest {raw.digest} does not match the manifest's {layer.digest}")
+    _check_blob_digest(layer, raw.digest)
     if layer.diff_id and tar_stream.digest != layer.diff_id:
         raise SourceError(
             f"layer {layer.index}: uncompressed digest {tar_stream.digest} does not match the config's diff_id "
             f"{layer.diff_id}"
         )
     return _result(layer.digest, tar_stream.digest, collected)
+
+
+def _check_blob_digest(layer: LayerDescriptor, actual: str) -> None:
+    if actual != layer.digest:
+        raise SourceError(f"layer {layer.index}: blob digest {actual} does not match the manifest's {layer.digest}")
+
+
+def _stream_errors() -> tuple[type[BaseException], ...]:
+    """What a damaged layer stream raises: tar, gzip (stdlib and ISA-L), zstd and I/O errors."""
+    import zlib
+
+    import zstandard
+
+    errors: list[type[BaseException]] = [tarfile.TarError, EOFError, OSError, ValueError, zlib.error,
+                                         zstandard.ZstdError, MalformedBinary]  # fmt: skip
+    try:
+        from isal import isal_zlib
+
+        errors.append(typing.cast(type[BaseException], isal_zlib.error))
+    except ImportError:
+        pass
+    return tuple(errors)
+
+
+_STREAM_ERRORS = _stream_errors()
 
 
 def _result(digest: str, diff_id: str, c: _Collected) -> LayerResult:

@@ -106,10 +106,11 @@ def merge(results: list[LayerResult], layers: list[LayerRef], *, keep_removed: b
                 view.packages.append((index, package))
     for (index, path), binary in binaries.items():
         placed = replace(binary, layer=layers[index])
-        if entries.get(path) == index:
+        container = path.split("!/", 1)[0]  # code embedded in a pickle or an archive lives as long as its file
+        if entries.get(container) == index:
             view.binaries.append(placed)
-        elif keep_removed and (index, path) in removed:
-            status, by = removed[(index, path)]
+        elif keep_removed and (index, container) in removed:
+            status, by = removed[(index, container)]
             view.removed_binaries.append(replace(placed, status=status, removed_in_layer=by))
     view.binaries.sort(key=lambda b: b.path)
     view.removed_binaries.sort(key=lambda b: (b.path, b.layer.index if b.layer else 0))
