@@ -87,6 +87,12 @@ def build_parser() -> argparse.ArgumentParser:
     image.add_argument("--username", help="registry user name (the password is read from standard input)")
     image.add_argument("--password-stdin", action="store_true", help="read the registry password from standard input")
     image.add_argument("--no-cache", action="store_true", help="do not read or write the per-layer result cache")
+    image.add_argument(
+        "--max-layer-size",
+        type=_positive_int,
+        metavar="BYTES",
+        help="stop reading a layer after this many uncompressed bytes (default 256 GiB; a tar bomb ends here)",
+    )
     image.add_argument("--cache-dir", help="directory of the per-layer result cache (default ~/.cache/kaudit/layers)")
     _common_scan_options(image, jobs_help="walk layers in N worker processes (default: the CPUs available)")
     return parser
@@ -160,6 +166,7 @@ def _scan_image(args: argparse.Namespace) -> int:
     from kaudit.layer_cache import default_directory
     from kaudit.sources.interface import Platform
     from kaudit.sources.registry import Credentials
+    from kaudit.walk.layers import Limits
 
     outputs = _outputs(args)
     credentials = None
@@ -168,7 +175,9 @@ def _scan_image(args: argparse.Namespace) -> int:
             raise UsageError("--username and --password-stdin go together")
         password = sys.stdin.readline().rstrip("\r\n")
         credentials = Credentials(args.username, password)
+    limits = Limits(max_layer_bytes=args.max_layer_size) if args.max_layer_size else Limits()
     options = ImageScanOptions(
+        limits=limits,
         platform=Platform.parse(args.platform),
         all_layers=args.all_layers,
         jobs=args.jobs,

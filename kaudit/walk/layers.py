@@ -287,7 +287,7 @@ def _member(
         target = normalize(member.linkname)
         if target is None:
             collected.findings.append(
-                ScanFinding(path, FindingKind.MALFORMED, "hardlink target climbs out of the root")
+                ScanFinding(path, FindingKind.MALFORMED, "hardlink target climbs out of the image root")
             )
         else:
             collected.hardlinks[path] = target
