@@ -20,8 +20,10 @@ from kaudit.binfmt.hsaco import parse_hsaco
 from kaudit.binfmt.ptx import parse_ptx
 from kaudit.detectors import default_detectors
 from kaudit.errors import Error
+from kaudit.owners.rpm import parse_header
+from kaudit.walk.embedded import carved_elves, computecache_entry, pickle_payloads
 from kaudit.walk.files import Walker
-from tests.conftest import fixture_path
+from tests.conftest import FIXTURES, fixture_path
 
 MEMORY_BOUND = 64 * 1024 * 1024
 FUZZ_EXAMPLES = int(os.environ.get("KAUDIT_FUZZ_EXAMPLES", "150"))
@@ -58,6 +60,52 @@ def _walk_archive(data: bytes) -> None:
                 blob.read(0, blob.size)
 
 
+def _rpm_header_blob() -> bytes:
+    import sqlite3
+
+    path = str(FIXTURES / "rootfs/rpm/var/lib/rpm/rpmdb.sqlite")
+    connection = sqlite3.connect(f"file:{path}?mode=ro&immutable=1", uri=True)
+    try:
+        (blob,) = connection.execute("SELECT blob FROM Packages LIMIT 1").fetchone()
+    finally:
+        connection.close()
+    return bytes(blob)
+
+
+def _walk_layer_tar(data: bytes) -> None:
+    """A layer blob (an uncompressed tar) through the streaming layer walker."""
+    import hashlib
+    import io as _io
+    from dataclasses import dataclass
+
+    from kaudit.scan import Scanner, ScanOptions
+    from kaudit.sources.interface import LayerDescriptor, LayerReader
+    from kaudit.walk.layers import walk_layer
+
+    @dataclass(frozen=True)
+    class Reader(LayerReader):
+        blob: bytes
+
+        def open(self) -> _io.BytesIO:  # type: ignore[override]
+            return _io.BytesIO(self.blob)
+
+    digest = "sha256:" + hashlib.sha256(data).hexdigest()
+    layer = LayerDescriptor(0, digest, "application/vnd.oci.image.layer.v1.tar", len(data), "")
+    scanner = Scanner(ScanOptions(jobs=1))
+    walk_layer(layer, Reader(data), scanner.examine, scanner.sniff)
+
+
+def _layer_tar() -> bytes:
+    from tests.imagebuild import Layer
+
+    layer = Layer()
+    layer.files["usr/lib/libk.so"] = fixture_path("libk_lz4all.so").read_bytes()
+    layer.files["var/lib/dpkg/status"] = (FIXTURES / "rootfs/dpkg/var/lib/dpkg/status").read_bytes()
+    layer.symlinks["lib"] = "usr/lib"
+    layer.whiteouts.append("opt/gone")
+    return layer.tar()
+
+
 TARGETS: dict[str, tuple[Callable[[bytes], object], bytes]] = {
     "host-elf+fatbin": (_detect_all, fixture_path("libk_compall.so").read_bytes()),
     "host-elf+lz4": (_detect_all, fixture_path("libk_lz4all.so").read_bytes()),
@@ -72,6 +120,14 @@ TARGETS: dict[str, tuple[Callable[[bytes], object], bytes]] = {
     "offload-binary": (lambda d: list(iter_offload_binaries(d)), _section("kern_hip22_newdrv.o", ".llvm.offloading")),
     "ptx": (parse_ptx, fixture_path("kern80.ptx").read_bytes()),
     "ar-archive": (_walk_archive, fixture_path("libk_rdc.a").read_bytes()),
+    "rpm-header": (parse_header, _rpm_header_blob()),
+    "computecache-entry": (computecache_entry, (FIXTURES / "caches/computecache/9/9/1241c501244760").read_bytes()),
+    "inductor-pickle": (
+        lambda d: list(pickle_payloads(d)),
+        next((FIXTURES / "caches/inductor/fxgraph").rglob("*/*/*")).read_bytes(),
+    ),
+    "compile-artifact": (lambda d: list(carved_elves(d)), (FIXTURES / "caches/standalone/artifact.bin").read_bytes()),
+    "layer-tar": (_walk_layer_tar, _layer_tar()),
 }
 
 
