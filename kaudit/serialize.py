@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import types
 import typing
+from collections.abc import Callable
 from dataclasses import fields, is_dataclass
 from enum import Enum
 from functools import cache
@@ -58,66 +59,115 @@ def to_jsonable(value: Any) -> Any:
     return out
 
 
-@cache
-def _hints(cls: type) -> dict[str, Any]:
-    return typing.get_type_hints(cls)
+Decoder = Callable[[Any, str], Any]
 
 
 def from_jsonable(cls: type[T], value: Any) -> T:
     """Rebuild an instance of ``cls`` (a dataclass, enum, tuple, dict or scalar type) from JSON values."""
-    return typing.cast(T, _build(cls, value, cls.__name__))
+    decode = _decoder(typing.cast(Any, cls))
+    return typing.cast(T, decode(value, cls.__name__))
 
 
-def _build(tp: Any, value: Any, where: str) -> Any:
+@cache
+def _decoder(tp: Any) -> Decoder:
+    """A decoder for one type, built once: the cache of a large layer holds tens of thousands of kernels."""
     origin = typing.get_origin(tp)
     if origin in (typing.Union, types.UnionType):
-        options = typing.get_args(tp)
-        if value is None and type(None) in options:
-            return None
-        errors = []
-        for option in options:
-            if option is type(None):
-                continue
-            try:
-                return _build(option, value, where)
-            except CorruptRecord as exc:
-                errors.append(str(exc))
-        raise CorruptRecord(f"{where}: {value!r:.80} fits none of {tp}")
+        options = [o for o in typing.get_args(tp) if o is not type(None)]
+        nullable = len(options) < len(typing.get_args(tp))
+        if len(options) == 1 and options[0] in (str, int, bool):
+            scalar = options[0]
+
+            def optional_scalar(value: Any, where: str) -> Any:
+                if (value is None and nullable) or type(value) is scalar:
+                    return value
+                raise CorruptRecord(f"{where}: {value!r:.80} is not {scalar.__name__} or null")
+
+            return optional_scalar
+        decoders = [_decoder(o) for o in options]
+
+        def union(value: Any, where: str) -> Any:
+            if value is None and nullable:
+                return None
+            for decode in decoders:
+                try:
+                    return decode(value, where)
+                except CorruptRecord:
+                    continue
+            raise CorruptRecord(f"{where}: {value!r:.80} fits none of {tp}")
+
+        return union
     if origin is tuple:
         args = typing.get_args(tp)
-        if not isinstance(value, list):
-            raise CorruptRecord(f"{where}: expected a list")
         if len(args) == 2 and args[1] is Ellipsis:
-            return tuple(_build(args[0], item, f"{where}[]") for item in value)
-        if len(args) != len(value):
-            raise CorruptRecord(f"{where}: expected {len(args)} items")
-        return tuple(_build(arg, item, f"{where}[]") for arg, item in zip(args, value, strict=True))
+            item = _decoder(args[0])
+
+            def variadic(value: Any, where: str) -> Any:
+                if not isinstance(value, list):
+                    raise CorruptRecord(f"{where}: expected a list")
+                return tuple([item(v, where) for v in value])
+
+            return variadic
+        items = [_decoder(a) for a in args]
+
+        def fixed(value: Any, where: str) -> Any:
+            if not isinstance(value, list) or len(value) != len(items):
+                raise CorruptRecord(f"{where}: expected {len(items)} items")
+            return tuple(decode(v, where) for decode, v in zip(items, value, strict=True))
+
+        return fixed
     if origin is dict:
         key_type, value_type = typing.get_args(tp)
-        if not isinstance(value, dict):
-            raise CorruptRecord(f"{where}: expected an object")
-        return {_build(key_type, k, where): _build(value_type, v, f"{where}.{k}") for k, v in value.items()}
+        decode_key, decode_value = _decoder(key_type), _decoder(value_type)
+
+        def mapping(value: Any, where: str) -> Any:
+            if not isinstance(value, dict):
+                raise CorruptRecord(f"{where}: expected an object")
+            return {decode_key(k, where): decode_value(v, where) for k, v in value.items()}
+
+        return mapping
     if isinstance(tp, type) and is_dataclass(tp):
-        if not isinstance(value, dict):
-            raise CorruptRecord(f"{where}: expected an object for {tp.__name__}")
-        hints = _hints(tp)
-        kwargs = {}
-        for f in fields(tp):
-            if f.name in value:
-                kwargs[f.name] = _build(hints[f.name], value[f.name], f"{where}.{f.name}")
-        try:
-            return tp(**kwargs)
-        except TypeError as exc:
-            raise CorruptRecord(f"{where}: {exc}") from exc
+        hints = typing.get_type_hints(tp)
+        plan = [(f.name, _decoder(hints[f.name])) for f in fields(tp)]
+        cls = tp
+
+        def instance(value: Any, where: str) -> Any:
+            if not isinstance(value, dict):
+                raise CorruptRecord(f"{where}: expected an object for {cls.__name__}")
+            kwargs = {name: decode(value[name], where) for name, decode in plan if name in value}
+            try:
+                return cls(**kwargs)
+            except TypeError as exc:
+                raise CorruptRecord(f"{where}: {exc}") from exc
+
+        return instance
     if isinstance(tp, type) and issubclass(tp, Enum):
-        try:
-            return tp(value)
-        except ValueError as exc:
-            raise CorruptRecord(f"{where}: {value!r} is not a {tp.__name__}") from exc
-    if tp is float and isinstance(value, int | float) and not isinstance(value, bool):
-        return float(value)
-    if tp in (str, int, bool) and type(value) is tp:
-        return value
+        enum = tp
+
+        def member(value: Any, where: str) -> Any:
+            try:
+                return enum(value)
+            except ValueError as exc:
+                raise CorruptRecord(f"{where}: {value!r} is not a {enum.__name__}") from exc
+
+        return member
+    if tp is float:
+        return lambda value, where: float(_checked(value, (int, float), where))
+    if tp in (str, int, bool):
+        expected = tp
+
+        def scalar(value: Any, where: str) -> Any:
+            if type(value) is not expected:
+                raise CorruptRecord(f"{where}: {value!r:.80} is not a {expected.__name__}")
+            return value
+
+        return scalar
     if tp is Any:
-        return value
-    raise CorruptRecord(f"{where}: {value!r:.80} is not a {getattr(tp, '__name__', tp)}")
+        return lambda value, where: value
+    raise TypeError(f"no decoder for {tp!r}")
+
+
+def _checked(value: Any, kinds: tuple[type, ...], where: str) -> Any:
+    if isinstance(value, bool) or not isinstance(value, kinds):
+        raise CorruptRecord(f"{where}: {value!r:.80} is not a number")
+    return value

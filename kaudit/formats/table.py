@@ -45,14 +45,21 @@ class TableFormat(Format):
     def render(self, report: ScanReport) -> str:
         buffer = io.StringIO()
         console = Console(file=buffer, width=self._width or 200, force_terminal=self._color, no_color=not self._color)
-        table = Table(title=Text(f"GPU device code in {report.subject}"), title_justify="left")
+        image = report.image
+        title = f"GPU device code in {report.subject}"
+        if image is not None:
+            title += f" ({image.manifest_digest[:19]}, {image.platform}, {len(image.layers)} layers)"
+        table = Table(title=Text(title), title_justify="left")
         paths = [_relative(b.path, report.subject) for b in report.binaries]
         table.add_column("path", overflow="fold", min_width=min(max(map(len, paths), default=4), 48))
-        for column in ("format", "SASS", "PTX", "gfx", "kernels", "relocatable", "stubs"):
+        columns = ["format", "SASS", "PTX", "gfx", "kernels", "relocatable", "stubs"]
+        if image is not None:
+            columns += ["layer", "owner"]
+        for column in columns:
             table.add_column(column, overflow="fold", max_width=22)
         table.add_column("sha256", no_wrap=True)
         for binary in report.binaries:
-            cells = (
+            cells = [
                 _relative(binary.path, report.subject),
                 binary.format,
                 _archs(binary.loadable.sass_archs),
@@ -61,8 +68,13 @@ class TableFormat(Format):
                 _kernels(binary.loadable),
                 _relocatable(binary.relocatable),
                 str(binary.link_stub_count or "-"),
-                binary.sha256[:12],
-            )
+            ]
+            if image is not None:
+                layer = str(binary.layer.index) if binary.layer else "-"
+                if binary.status.value != "present":
+                    layer += f" ({binary.status.value} in {binary.removed_in_layer})"
+                cells += [layer, binary.owner.purl if binary.owner else "no package"]
+            cells.append(binary.sha256[:12])
             table.add_row(*(Text(cell) for cell in cells))  # Text: paths may contain rich markup
         console.print(table)
         stats = report.stats
@@ -71,6 +83,19 @@ class TableFormat(Format):
             f"({stats.bytes_seen / 1e6:.1f} MB) in {stats.duration_s:.2f} s",
             highlight=False,
         )
+        if report.caches:
+            caches = Table(title=Text("Runtime kernel caches"), title_justify="left")
+            for column in ("type", "key", "archs", "path", "notes"):
+                caches.add_column(column, overflow="fold", max_width=48 if column in ("key", "path") else 30)
+            for entry in report.caches:
+                cells = [entry.type, entry.key, _archs(entry.archs), _relative(entry.path, report.subject),
+                         "; ".join(entry.notes) or "-"]  # fmt: skip
+                caches.add_row(*(Text(cell) for cell in cells))
+            console.print(caches)
+        if report.first_use:
+            console.print("Fetched or compiled at first use:", style="bold", highlight=False)
+            for signal in report.first_use:
+                console.print(f"  {signal.kind}: {signal.evidence}: {signal.detail}", highlight=False, markup=False)
         if report.findings:
             console.print(f"{len(report.findings)} problems:", style="bold", highlight=False)
             for finding in report.findings:

@@ -31,7 +31,7 @@ def stanzas(text: str) -> Iterator[dict[str, str]]:
         yield fields
 
 
-def installed_packages(status_path: str, text: str) -> dict[str, tuple[str | None, str | None]]:
+def installed_packages(text: str) -> dict[str, tuple[str | None, str | None]]:
     """``{package: (version, architecture)}`` for every installed package in a status file."""
     out: dict[str, tuple[str | None, str | None]] = {}
     for fields in stanzas(text):

@@ -55,10 +55,10 @@ def build_index(
             break
     packages = list(binary_packages)
     status = texts.get("var/lib/dpkg/status", "")
-    installed = installed_packages("var/lib/dpkg/status", status)
+    installed = installed_packages(status)
     for path, text in texts.items():
         if path.startswith("var/lib/dpkg/status.d/") and not path.endswith(".md5sums"):
-            installed.update(installed_packages(path, text))
+            installed.update(installed_packages(text))
     for path, text in sorted(texts.items()):
         found: PackageFiles | None = None
         if path.endswith(".dist-info/RECORD"):

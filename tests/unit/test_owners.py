@@ -45,7 +45,7 @@ def test_expected_owners_match_the_package_managers_answers() -> None:
 
 
 def test_dpkg_status_keeps_installed_packages_only() -> None:
-    installed = installed_packages("status", (ROOTFS / "dpkg/var/lib/dpkg/status").read_text())
+    installed = installed_packages((ROOTFS / "dpkg/var/lib/dpkg/status").read_text())
     assert "kdemo-cuda" in installed and "kdemo-legacy" not in installed  # config-files only
 
 
