@@ -152,3 +152,18 @@ def test_layer_compressions(tmp_path: Path, compression: str) -> None:
     document = scan_json(f"oci:{layout}:v1", "--no-cache")
     assert [b["path"] for b in document["binaries"]] == ["opt/lib/libgood.so"]
     assert document["findings"] == []
+
+
+def test_registry_serving_a_damaged_blob_is_refused(registry: Registry, tmp_path: Path) -> None:
+    layer = _gpu_layer("opt/lib/unique-for-damage-test.so")
+    layer.files["opt/lib/salt"] = tmp_path.name.encode()  # a blob no other test shares
+    image = build_layout(tmp_path / "oci", [layer], tag="v1")
+    registry.push(image.layout, "v1", "kaudit/damaged")
+    hex_digest = image.layer_digests[0].split(":")[1]
+    stored = registry.directory / "data/docker/registry/v2/blobs/sha256" / hex_digest[:2] / hex_digest / "data"
+    data = bytearray(stored.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    stored.write_bytes(bytes(data))
+    result = kaudit("scan", "image", f"{registry.host}/kaudit/damaged:v1", "--insecure-registry", registry.host,
+                    "--no-cache")  # fmt: skip
+    assert result.returncode == 2 and "does not match" in result.stderr and "Traceback" not in result.stderr
