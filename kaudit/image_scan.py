@@ -77,8 +77,8 @@ def _init_worker(progress_array: Any) -> None:
     _WORKER_PROGRESS = progress_array
 
 
-def _walk(layer: LayerDescriptor, reader: LayerReader, limits: Limits) -> LayerResult:
-    """Worker-process entry point: walk one layer."""
+def _walk(layer: LayerDescriptor, reader: LayerReader, limits: Limits, cache_dir: str | None) -> LayerResult:
+    """Worker-process entry point: walk one layer, and store the result in the layer cache (in parallel)."""
     global _WORKER_SCANNER
     if _WORKER_SCANNER is None:
         _WORKER_SCANNER = Scanner(ScanOptions(jobs=1))
@@ -89,7 +89,10 @@ def _walk(layer: LayerDescriptor, reader: LayerReader, limits: Limits) -> LayerR
         if progress_array is not None:
             progress_array[layer.index] = done
 
-    return walk_layer(layer, reader, scanner.examine, scanner.sniff, limits, report)
+    result = walk_layer(layer, reader, scanner.examine, scanner.sniff, limits, report)
+    if cache_dir is not None and not any(f.kind is FindingKind.LIMIT for f in result.findings):
+        LayerCache(cache_dir).put(result)
+    return result
 
 
 def scan_image(reference: str, options: ImageScanOptions, progress: LayerProgress | None = None) -> ScanReport:
@@ -178,21 +181,21 @@ def _layer_results(
     if todo:
         for layer, result in _walk_layers(source, todo, options, progress):
             results[layer.index] = result
-            if cache is not None and not any(f.kind is FindingKind.LIMIT for f in result.findings):
-                cache.put(result)
     return [r for r in results if r is not None]
 
 
 def _walk_layers(
     source: ImageSource, todo: Sequence[LayerDescriptor], options: ImageScanOptions, progress: LayerProgress | None
 ) -> list[tuple[LayerDescriptor, LayerResult]]:
+    todo = sorted(todo, key=lambda layer: -layer.size)  # largest first: the long layers do not finish last
     readers = [source.layer_reader(layer) for layer in todo]
     context = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else None)
     progress_array = context.Array("q", max(layer.index for layer in todo) + 1, lock=False)
     jobs = _jobs(options, len(todo))
     with ProcessPoolExecutor(jobs, mp_context=context, initializer=_init_worker, initargs=(progress_array,)) as pool:
         futures: list[Future[LayerResult]] = [
-            pool.submit(_walk, layer, reader, options.limits) for layer, reader in zip(todo, readers, strict=True)
+            pool.submit(_walk, layer, reader, options.limits, options.cache_dir)
+            for layer, reader in zip(todo, readers, strict=True)
         ]
         while not all(f.done() for f in futures):
             if progress:
