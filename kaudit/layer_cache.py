@@ -18,7 +18,7 @@ from kaudit import __version__
 from kaudit.serialize import CorruptRecord, from_jsonable, to_jsonable
 from kaudit.walk.layers import LayerResult
 
-LAYER_FORMAT = 1
+LAYER_FORMAT = 2
 """Bumped whenever what a layer walk records changes, so older entries are not reused."""
 ANALYZER = f"kaudit {__version__} layer-format {LAYER_FORMAT}"
 
@@ -74,7 +74,7 @@ class LayerCache:
             path = self._path(result.digest)
         except ValueError:
             return
-        body = json.dumps(to_jsonable(result), separators=(",", ":")).encode()
+        body = json.dumps(to_jsonable(result, compact=True), separators=(",", ":")).encode()
         header = json.dumps(
             {"analyzer": ANALYZER, "digest": result.digest, "sha256": hashlib.sha256(body).hexdigest()}
         ).encode()

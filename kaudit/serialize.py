@@ -6,6 +6,7 @@ type checks, never unpickled. Anything that does not fit the types raises :class
 
 from __future__ import annotations
 
+import sys
 import types
 import typing
 from collections.abc import Callable
@@ -37,24 +38,29 @@ def _field_names(cls: type) -> tuple[str, ...] | None:
     return _FIELD_NAMES[cls]
 
 
-def to_jsonable(value: Any) -> Any:
+def to_jsonable(value: Any, compact: bool = False) -> Any:
     """Dataclasses → dicts in field order; tuples of dataclasses → lists; scalars, str enums and tuples of
-    strings pass through (the JSON encoder writes them as they are)."""
+    strings pass through (the JSON encoder writes them as they are).
+
+    ``compact`` (the layer cache's form) writes kernels as positional lists: an image of several GB has
+    hundreds of thousands of them, and field names would be most of the bytes."""
     flat = _FLAT.get(type(value))
     if flat is not None:
+        if compact and type(value) is Kernel:
+            return list(flat[1](value))
         return dict(zip(flat[0], flat[1](value), strict=True))
     names = _field_names(type(value))
     if names is None:
         if isinstance(value, tuple | list) and value and not isinstance(value[0], _SCALARS):
-            return [to_jsonable(item) for item in value]
+            return [to_jsonable(item, compact) for item in value]
         if isinstance(value, dict):
-            return {key: to_jsonable(item) for key, item in value.items()}
+            return {key: to_jsonable(item, compact) for key, item in value.items()}
         return value
     out = {}
     for name in names:
         item = getattr(value, name)
-        out[name] = item if isinstance(item, _SCALARS) else to_jsonable(item)
-    if isinstance(value, DeviceCode):
+        out[name] = item if isinstance(item, _SCALARS) else to_jsonable(item, compact)
+    if isinstance(value, DeviceCode) and not compact:
         out["loadable"] = value.loadable
     return out
 
@@ -132,6 +138,10 @@ def _decoder(tp: Any) -> Decoder:
         cls = tp
 
         def instance(value: Any, where: str) -> Any:
+            if isinstance(value, list) and cls is Kernel and len(value) == len(plan):
+                # compact kernels (the layer cache): names are interned, kernels recur in every arch's object
+                name, demangled, *rest = (decode(v, where) for (_n, decode), v in zip(plan, value, strict=True))
+                return cls(sys.intern(name), sys.intern(demangled) if demangled else None, *rest)
             if not isinstance(value, dict):
                 raise CorruptRecord(f"{where}: expected an object for {cls.__name__}")
             kwargs = {name: decode(value[name], where) for name, decode in plan if name in value}
