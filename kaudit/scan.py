@@ -185,7 +185,7 @@ class Scanner:
                 detection = detector.detect(blob, candidate.path)
                 if detection is None:
                     return None, []
-                digest = sha256_of(blob)
+                digest = candidate.sha256 or sha256_of(blob)
         except LimitExceeded as exc:
             return None, [ScanFinding(candidate.path, FindingKind.LIMIT, exc.diagnostics())]
         except MalformedBinary as exc:

@@ -40,6 +40,8 @@ class Candidate:
     """Opens the full content; a context manager so file descriptors are closed promptly."""
     on_disk: bool = False
     """A plain file (not an archive member): another process can open it by its path."""
+    sha256: str | None = None
+    """The content's sha256 when the walker already computed it (image layers hash as they stream)."""
 
 
 @dataclass(frozen=True)

@@ -324,7 +324,7 @@ def _regular(
     with _Spool(head, stream, size) as (blob, digest):
         collected.files[path] = LayerFile(size, digest)
         if sniff(head):
-            binary, problems = examine(Candidate(path, size, head, lambda: _Ready(blob)))
+            binary, problems = examine(Candidate(path, size, head, lambda: _Ready(blob), sha256=digest))
             collected.findings.extend(problems)
             if binary is not None:
                 collected.binaries.append(binary)
