@@ -12,13 +12,14 @@ import contextlib
 import hashlib
 import json
 import os
+import sys
 import tempfile
 
 from kaudit import __version__
-from kaudit.serialize import CorruptRecord, from_jsonable, to_jsonable
+from kaudit.serialize import CorruptRecord, StringTable, from_jsonable, to_jsonable
 from kaudit.walk.layers import LayerResult
 
-LAYER_FORMAT = 2
+LAYER_FORMAT = 3
 """Bumped whenever what a layer walk records changes, so older entries are not reused."""
 ANALYZER = f"kaudit {__version__} layer-format {LAYER_FORMAT}"
 
@@ -60,7 +61,14 @@ class LayerCache:
                 or header.get("sha256") != hashlib.sha256(body).hexdigest()
             ):
                 raise CorruptRecord("header does not match")
-            result = from_jsonable(LayerResult, json.loads(body))
+            document = json.loads(body)
+            if not isinstance(document, dict) or not isinstance(document.get("strings"), list):
+                raise CorruptRecord("no string table")
+            if not all(isinstance(s, str) for s in document["strings"]):
+                raise CorruptRecord("string table holds a non-string")
+            # one string object per distinct name: kernels recur in every arch's object
+            strings = StringTable([sys.intern(s) for s in document["strings"]])
+            result = from_jsonable(LayerResult, document.get("result"), strings)
             if result.digest != digest:
                 raise CorruptRecord("result is for another layer")
             return result
@@ -74,7 +82,9 @@ class LayerCache:
             path = self._path(result.digest)
         except ValueError:
             return
-        body = json.dumps(to_jsonable(result, compact=True), separators=(",", ":")).encode()
+        strings = StringTable()
+        encoded = to_jsonable(result, compact=strings)
+        body = json.dumps({"strings": strings.strings, "result": encoded}, separators=(",", ":")).encode()
         header = json.dumps(
             {"analyzer": ANALYZER, "digest": result.digest, "sha256": hashlib.sha256(body).hexdigest()}
         ).encode()

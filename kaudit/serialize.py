@@ -6,10 +6,10 @@ type checks, never unpickled. Anything that does not fit the types raises :class
 
 from __future__ import annotations
 
-import sys
 import types
 import typing
 from collections.abc import Callable
+from contextvars import ContextVar
 from dataclasses import fields, is_dataclass
 from enum import Enum
 from functools import cache
@@ -38,16 +38,45 @@ def _field_names(cls: type) -> tuple[str, ...] | None:
     return _FIELD_NAMES[cls]
 
 
-def to_jsonable(value: Any, compact: bool = False) -> Any:
+class StringTable:
+    """Kernel names stored once, referred to by index: a large library repeats each kernel in every arch's
+    object, and demangled C++ template names run to kilobytes."""
+
+    def __init__(self, strings: list[str] | None = None) -> None:
+        self.strings: list[str] = strings if strings is not None else []
+        self._index = {text: i for i, text in enumerate(self.strings)}
+
+    def ref(self, text: str | None) -> int:
+        if text is None:
+            return -1
+        index = self._index.get(text)
+        if index is None:
+            index = self._index[text] = len(self.strings)
+            self.strings.append(text)
+        return index
+
+    def get(self, index: Any, where: str) -> str | None:
+        if index == -1:
+            return None
+        if type(index) is not int or not 0 <= index < len(self.strings):
+            raise CorruptRecord(f"{where}: string reference {index!r:.20} is outside the table")
+        return self.strings[index]
+
+
+_ACTIVE_TABLE: ContextVar[StringTable | None] = ContextVar("kaudit_string_table", default=None)
+
+
+def to_jsonable(value: Any, compact: StringTable | None = None) -> Any:
     """Dataclasses → dicts in field order; tuples of dataclasses → lists; scalars, str enums and tuples of
     strings pass through (the JSON encoder writes them as they are).
 
-    ``compact`` (the layer cache's form) writes kernels as positional lists: an image of several GB has
-    hundreds of thousands of them, and field names would be most of the bytes."""
+    ``compact`` (the layer cache's form) writes kernels as positional lists whose names refer to a string
+    table: an image of several GB has hundreds of thousands of kernels."""
     flat = _FLAT.get(type(value))
     if flat is not None:
-        if compact and type(value) is Kernel:
-            return list(flat[1](value))
+        if compact is not None and type(value) is Kernel:
+            name, demangled, *rest = flat[1](value)
+            return [compact.ref(name), compact.ref(demangled), *rest]
         return dict(zip(flat[0], flat[1](value), strict=True))
     names = _field_names(type(value))
     if names is None:
@@ -60,7 +89,7 @@ def to_jsonable(value: Any, compact: bool = False) -> Any:
     for name in names:
         item = getattr(value, name)
         out[name] = item if isinstance(item, _SCALARS) else to_jsonable(item, compact)
-    if isinstance(value, DeviceCode) and not compact:
+    if isinstance(value, DeviceCode) and compact is None:
         out["loadable"] = value.loadable
     return out
 
@@ -68,10 +97,15 @@ def to_jsonable(value: Any, compact: bool = False) -> Any:
 Decoder = Callable[[Any, str], Any]
 
 
-def from_jsonable(cls: type[T], value: Any) -> T:
-    """Rebuild an instance of ``cls`` (a dataclass, enum, tuple, dict or scalar type) from JSON values."""
+def from_jsonable(cls: type[T], value: Any, strings: StringTable | None = None) -> T:
+    """Rebuild an instance of ``cls`` (a dataclass, enum, tuple, dict or scalar type) from JSON values;
+    ``strings`` resolves the name references of compact kernels."""
     decode = _decoder(typing.cast(Any, cls))
-    return typing.cast(T, decode(value, cls.__name__))
+    token = _ACTIVE_TABLE.set(strings)
+    try:
+        return typing.cast(T, decode(value, cls.__name__))
+    finally:
+        _ACTIVE_TABLE.reset(token)
 
 
 @cache
@@ -139,9 +173,14 @@ def _decoder(tp: Any) -> Decoder:
 
         def instance(value: Any, where: str) -> Any:
             if isinstance(value, list) and cls is Kernel and len(value) == len(plan):
-                # compact kernels (the layer cache): names are interned, kernels recur in every arch's object
-                name, demangled, *rest = (decode(v, where) for (_n, decode), v in zip(plan, value, strict=True))
-                return cls(sys.intern(name), sys.intern(demangled) if demangled else None, *rest)
+                table = _ACTIVE_TABLE.get()
+                if table is None:
+                    raise CorruptRecord(f"{where}: a compact kernel without a string table")
+                name = table.get(value[0], where)
+                if name is None:
+                    raise CorruptRecord(f"{where}: a kernel without a name")
+                rest = [decode(v, where) for (_n, decode), v in zip(plan[2:], value[2:], strict=True)]
+                return cls(name, table.get(value[1], where), *rest)
             if not isinstance(value, dict):
                 raise CorruptRecord(f"{where}: expected an object for {cls.__name__}")
             kwargs = {name: decode(value[name], where) for name, decode in plan if name in value}

@@ -7,10 +7,11 @@ thousands of kernels is never held twice in memory; the C JSON encoder does the 
 from __future__ import annotations
 
 import json
+from dataclasses import fields
 from typing import Any, TextIO
 
 from kaudit.formats.interface import Format
-from kaudit.inventory import ScanReport
+from kaudit.inventory import GpuBinary, ScanReport
 from kaudit.serialize import to_jsonable
 
 SCHEMA_VERSION = "1.1"
@@ -28,6 +29,16 @@ def report_header(report: ScanReport) -> dict[str, Any]:
     }
 
 
+def _write_binary(binary: GpuBinary, stream: TextIO) -> None:
+    """One binary, its device code objects written one at a time: a library such as libtorch_cuda holds
+    thousands of them and over a hundred thousand kernels, too much to hold as one JSON value."""
+    head = {f.name: to_jsonable(getattr(binary, f.name)) for f in fields(binary) if f.name != "device_code"}
+    stream.write(json.dumps(head)[:-1] + ', "device_code": [')
+    for index, code in enumerate(binary.device_code):
+        stream.write(("" if index == 0 else ", ") + json.dumps(to_jsonable(code)))
+    stream.write("]}")
+
+
 class JsonFormat(Format):
     name = "json"
     is_manifest = True
@@ -36,7 +47,8 @@ class JsonFormat(Format):
         header = json.dumps(report_header(report))
         stream.write(header[:-1] + ',\n"binaries": [')
         for index, binary in enumerate(report.binaries):
-            stream.write(("\n" if index == 0 else ",\n") + json.dumps(to_jsonable(binary)))
+            stream.write("\n" if index == 0 else ",\n")
+            _write_binary(binary, stream)
         stream.write('\n],\n"findings": [')
         for index, finding in enumerate(report.findings):
             stream.write(("\n" if index == 0 else ",\n") + json.dumps(to_jsonable(finding)))
