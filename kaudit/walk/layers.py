@@ -17,6 +17,7 @@ import stat
 import tarfile
 import tempfile
 import typing
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
@@ -87,7 +88,22 @@ def normalize(name: str) -> str | None:
     return path.lstrip("/") if path != "/" else ""
 
 
-class _HashingReader:
+class _Readable(ABC):
+    """What decompressors ask of a stream besides ``read``."""
+
+    @abstractmethod
+    def read(self, size: int = -1) -> bytes: ...
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: bytearray | memoryview) -> int:
+        data = self.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+
+class _HashingReader(_Readable):
     """Reads from a stream while hashing and counting (and enforcing a byte budget)."""
 
     def __init__(self, stream: BinaryIO, limit: int | None = None, progress: Callable[[int], None] | None = None):
@@ -111,14 +127,6 @@ class _HashingReader:
         while self.read(_CHUNK):
             pass
 
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: bytearray | memoryview) -> int:
-        data = self.read(len(buffer))
-        buffer[: len(data)] = data
-        return len(data)
-
     @property
     def digest(self) -> str:
         return "sha256:" + self._hash.hexdigest()
@@ -141,7 +149,7 @@ def _decompressor(raw: BinaryIO, media_type: str, head: bytes) -> BinaryIO:
     return raw
 
 
-class _Peekable:
+class _Peekable(_Readable):
     """Lets the first bytes of a stream be looked at before handing it on."""
 
     def __init__(self, stream: _HashingReader) -> None:
@@ -159,14 +167,6 @@ class _Peekable:
                 data += self._stream.read(size - len(data))
             return data
         return self._stream.read(size)
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: bytearray | memoryview) -> int:
-        data = self.read(len(buffer))
-        buffer[: len(data)] = data
-        return len(data)
 
 
 @dataclass
