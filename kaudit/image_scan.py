@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import shutil
+import tempfile
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -24,7 +26,15 @@ from kaudit.scan import Scanner, ScanOptions
 from kaudit.sources.interface import ImageSource, LayerDescriptor, LayerReader, Platform, ResolvedImage
 from kaudit.sources.oci_layout import DockerArchiveSource, OciLayoutSource
 from kaudit.sources.registry import Credentials, RegistrySource
-from kaudit.walk.layers import LayerResult, Limits, walk_directory, walk_layer
+from kaudit.walk.layers import (
+    Deferred,
+    Handoff,
+    LayerResult,
+    Limits,
+    parse_deferred,
+    walk_directory,
+    walk_layer,
+)
 from kaudit.walk.merge import ImageView, merge
 
 LayerProgress = Callable[[int, int, int], None]
@@ -77,22 +87,37 @@ def _init_worker(progress_array: Any) -> None:
     _WORKER_PROGRESS = progress_array
 
 
-def _walk(layer: LayerDescriptor, reader: LayerReader, limits: Limits, cache_dir: str | None) -> LayerResult:
-    """Worker-process entry point: walk one layer, and store the result in the layer cache (in parallel)."""
+def _worker_scanner() -> Scanner:
     global _WORKER_SCANNER
     if _WORKER_SCANNER is None:
         _WORKER_SCANNER = Scanner(ScanOptions(jobs=1))
-    scanner = _WORKER_SCANNER
+    return _WORKER_SCANNER
+
+
+def _walk(
+    layer: LayerDescriptor, reader: LayerReader, limits: Limits, cache_dir: str | None, handoff: Handoff | None
+) -> LayerResult:
+    """Worker-process entry point: walk one layer; cache the result here unless files were set aside."""
+    scanner = _worker_scanner()
     progress_array = _WORKER_PROGRESS
 
     def report(done: int) -> None:
         if progress_array is not None:
             progress_array[layer.index] = done
 
-    result = walk_layer(layer, reader, scanner.examine, scanner.sniff, limits, report)
-    if cache_dir is not None and not any(f.kind is FindingKind.LIMIT for f in result.findings):
+    result = walk_layer(layer, reader, scanner.examine, scanner.sniff, limits, report, handoff)
+    if cache_dir is not None and not result.deferred and _cacheable(result):
         LayerCache(cache_dir).put(result)
     return result
+
+
+def _parse(deferred: Deferred) -> tuple[GpuBinary | None, list[ScanFinding]]:
+    """Worker-process entry point: parse a GPU file a layer walk set aside."""
+    return parse_deferred(deferred, _worker_scanner().examine)
+
+
+def _cacheable(result: LayerResult) -> bool:
+    return not any(f.kind is FindingKind.LIMIT for f in result.findings)
 
 
 def scan_image(reference: str, options: ImageScanOptions, progress: LayerProgress | None = None) -> ScanReport:
@@ -187,23 +212,63 @@ def _layer_results(
 def _walk_layers(
     source: ImageSource, todo: Sequence[LayerDescriptor], options: ImageScanOptions, progress: LayerProgress | None
 ) -> list[tuple[LayerDescriptor, LayerResult]]:
+    """Walk layers in worker processes, largest first. Large GPU files are set aside by the walks and parsed as
+    separate tasks in the same pool, so one layer full of GPU libraries keeps every worker busy."""
     todo = sorted(todo, key=lambda layer: -layer.size)  # largest first: the long layers do not finish last
     readers = [source.layer_reader(layer) for layer in todo]
     context = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else None)
     progress_array = context.Array("q", max(layer.index for layer in todo) + 1, lock=False)
     jobs = _jobs(options, len(todo))
-    with ProcessPoolExecutor(jobs, mp_context=context, initializer=_init_worker, initargs=(progress_array,)) as pool:
-        futures: list[Future[LayerResult]] = [
-            pool.submit(_walk, layer, reader, options.limits, options.cache_dir)
-            for layer, reader in zip(todo, readers, strict=True)
-        ]
-        while not all(f.done() for f in futures):
-            if progress:
-                for layer in todo:
-                    progress(layer.index, progress_array[layer.index], layer.size)
-            time.sleep(0.1)
-        out = [(layer, future.result()) for layer, future in zip(todo, futures, strict=True)]
+    spill_dir = tempfile.mkdtemp(prefix="kaudit-scan-") if jobs > 1 else None
+    handoff = Handoff(spill_dir) if spill_dir else None
+    results: dict[int, LayerResult] = {}
+    try:
+        with ProcessPoolExecutor(jobs, mp_context=context, initializer=_init_worker,
+                                 initargs=(progress_array,)) as pool:  # fmt: skip
+            walks: dict[Future[LayerResult], LayerDescriptor] = {
+                pool.submit(_walk, layer, reader, options.limits, options.cache_dir, handoff): layer
+                for layer, reader in zip(todo, readers, strict=True)
+            }
+            parses: dict[Future[tuple[GpuBinary | None, list[ScanFinding]]], int] = {}
+            partial: dict[int, tuple[LayerResult, list[Future[tuple[GpuBinary | None, list[ScanFinding]]]]]] = {}
+            pending: set[Future[Any]] = set(walks)
+            while pending:
+                done, pending = wait(pending, timeout=0.1, return_when=FIRST_COMPLETED)
+                if progress:
+                    for layer in todo:
+                        progress(layer.index, progress_array[layer.index], layer.size)
+                for future in done:
+                    if future in walks:
+                        layer, result = walks[future], future.result()
+                        if not result.deferred:
+                            results[layer.index] = result
+                            continue
+                        tasks = [pool.submit(_parse, deferred) for deferred in result.deferred]
+                        partial[layer.index] = (result, tasks)
+                        parses.update((task, layer.index) for task in tasks)
+                        pending.update(tasks)
+                    else:
+                        index = parses.pop(future)
+                        result, tasks = partial[index]
+                        if all(task.done() for task in tasks):
+                            del partial[index]
+                            results[index] = _completed(result, [task.result() for task in tasks], options)
+    finally:
+        if spill_dir:
+            shutil.rmtree(spill_dir, ignore_errors=True)
     if progress:
         for layer in todo:
             progress(layer.index, layer.size, layer.size)
-    return out
+    return [(layer, results[layer.index]) for layer in todo]
+
+
+def _completed(
+    result: LayerResult, parsed: list[tuple[GpuBinary | None, list[ScanFinding]]], options: ImageScanOptions
+) -> LayerResult:
+    """A layer result with the files it set aside parsed in; cached now that it is whole."""
+    binaries = [*result.binaries, *(binary for binary, _problems in parsed if binary is not None)]
+    findings = [*result.findings, *(f for _binary, problems in parsed for f in problems)]
+    whole = replace(result, binaries=tuple(binaries), findings=tuple(findings), deferred=())
+    if options.cache_dir is not None and _cacheable(whole):
+        LayerCache(options.cache_dir).put(whole)
+    return whole

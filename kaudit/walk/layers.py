@@ -9,6 +9,7 @@ are recorded for the merge (:mod:`kaudit.walk.merge`), which applies them across
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -63,6 +64,25 @@ class LayerFile:
 
 
 @dataclass(frozen=True, slots=True)
+class Deferred:
+    """A GPU file the layer walk set aside for another process to parse (never cached: it is transient)."""
+
+    path: str
+    size: int
+    sha256: str
+    spilled: str
+    """A private temporary copy of the content; the parsing process deletes it."""
+
+
+@dataclass(frozen=True)
+class Handoff:
+    """Where a layer walk sets aside large GPU files, so that several processes parse one layer's files."""
+
+    directory: str
+    min_size: int = 4 * 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
 class LayerResult:
     """What one layer holds, independent of the other layers (cacheable by the layer digest)."""
 
@@ -77,6 +97,7 @@ class LayerResult:
     hardlinks: dict[str, str] = field(default_factory=dict)
     texts: dict[str, str] = field(default_factory=dict)
     packages: tuple[PackageFiles, ...] = ()
+    deferred: tuple[Deferred, ...] = ()
 
 
 def normalize(name: str) -> str | None:
@@ -180,6 +201,8 @@ class _Collected:
     hardlinks: dict[str, str] = field(default_factory=dict)
     texts: dict[str, str] = field(default_factory=dict)
     packages: list[PackageFiles] = field(default_factory=list)
+    deferred: list[Deferred] = field(default_factory=list)
+    handoff: Handoff | None = None
 
 
 Examine = Callable[[Candidate], tuple[GpuBinary | None, list[ScanFinding]]]
@@ -193,9 +216,13 @@ def walk_layer(
     sniff: Sniff,
     limits: Limits = Limits(),
     progress: Callable[[int], None] | None = None,
+    handoff: Handoff | None = None,
 ) -> LayerResult:
-    """Stream one layer blob and describe it; raises :class:`SourceError` when the blob cannot be trusted."""
-    collected = _Collected()
+    """Stream one layer blob and describe it; raises :class:`SourceError` when the blob cannot be trusted.
+
+    With ``handoff``, GPU files of at least ``handoff.min_size`` are copied aside and listed in
+    ``LayerResult.deferred`` instead of parsed here, for the caller to parse in other processes."""
+    collected = _Collected(handoff=handoff)
     with reader.open() as raw_stream:
         raw = _HashingReader(raw_stream, progress=progress)
         peek = _Peekable(raw)
@@ -257,7 +284,8 @@ _STREAM_ERRORS = _stream_errors()
 
 def _result(digest: str, diff_id: str, c: _Collected) -> LayerResult:
     return LayerResult(digest, diff_id, tuple(c.binaries), tuple(c.findings), c.files, tuple(c.whiteouts),
-                       tuple(c.opaque_dirs), c.symlinks, c.hardlinks, c.texts, tuple(c.packages))  # fmt: skip
+                       tuple(c.opaque_dirs), c.symlinks, c.hardlinks, c.texts, tuple(c.packages),
+                       tuple(c.deferred))  # fmt: skip
 
 
 def _member(
@@ -323,7 +351,10 @@ def _regular(
         return
     with _Spool(head, stream, size) as (blob, digest):
         collected.files[path] = LayerFile(size, digest)
-        if sniff(head):
+        handoff = collected.handoff
+        if sniff(head) and handoff is not None and size >= handoff.min_size:
+            collected.deferred.append(Deferred(path, size, digest, _spill(blob, handoff.directory)))
+        elif sniff(head):
             binary, problems = examine(Candidate(path, size, head, lambda: _Ready(blob), sha256=digest))
             collected.findings.extend(problems)
             if binary is not None:
@@ -393,6 +424,29 @@ class _Ready:
 
     def __exit__(self, *exc: object) -> None:
         return None
+
+
+def _spill(blob: Blob, directory: str) -> str:
+    """Copy a blob into a new private file in ``directory``."""
+    fd, path = tempfile.mkstemp(dir=directory, prefix="gpu-")
+    with os.fdopen(fd, "wb") as handle:
+        for offset in range(0, blob.size, _CHUNK):
+            handle.write(blob.read(offset, min(_CHUNK, blob.size - offset)))
+    return path
+
+
+def parse_deferred(deferred: Deferred, examine: Examine) -> tuple[GpuBinary | None, list[ScanFinding]]:
+    """Parse a file a layer walk set aside, then delete its copy."""
+    try:
+        with open(deferred.spilled, "rb", buffering=0) as handle:
+            head = handle.read(SNIFF_BYTES)
+            blob = FileBlob(handle.fileno(), deferred.size)
+            return examine(Candidate(deferred.path, deferred.size, head, lambda: _Ready(blob), sha256=deferred.sha256))
+    except OSError as exc:
+        return None, [ScanFinding(deferred.path, FindingKind.UNREADABLE, f"cannot read its copy: {exc.strerror}")]
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(deferred.spilled)
 
 
 class _Spool(AbstractContextManager[tuple[Blob, str]]):
