@@ -249,6 +249,8 @@ def _walk_layers(
                         pending.update(tasks)
                     else:
                         index = parses.pop(future)
+                        if index not in partial:
+                            continue  # finished by a sibling task that completed in the same batch
                         result, tasks = partial[index]
                         if all(task.done() for task in tasks):
                             del partial[index]

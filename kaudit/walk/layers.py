@@ -80,6 +80,9 @@ class Handoff:
 
     directory: str
     min_size: int = 4 * 1024 * 1024
+    max_size: int = IN_MEMORY_LIMIT
+    """Larger files are parsed where they are read: copying gigabytes aside cost more than it saved (a 4.5 GB
+    torch image: 53 s inline, 63 s handed off; docs/performance.md)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -349,12 +352,16 @@ def _regular(
             ScanFinding(path, FindingKind.LIMIT, f"{size}-byte file is over the {limits.max_member_bytes}-byte limit")
         )
         return
+    handoff = collected.handoff
+    if handoff is not None and interest is None and handoff.min_size <= size <= handoff.max_size and sniff(head):
+        # set aside for another process: streamed straight into the hand-off directory, hashed on the way
+        spilled, digest = _spill(head, stream, size, handoff.directory)
+        collected.files[path] = LayerFile(size, digest)
+        collected.deferred.append(Deferred(path, size, digest, spilled))
+        return
     with _Spool(head, stream, size) as (blob, digest):
         collected.files[path] = LayerFile(size, digest)
-        handoff = collected.handoff
-        if sniff(head) and handoff is not None and size >= handoff.min_size:
-            collected.deferred.append(Deferred(path, size, digest, _spill(blob, handoff.directory)))
-        elif sniff(head):
+        if sniff(head):
             binary, problems = examine(Candidate(path, size, head, lambda: _Ready(blob), sha256=digest))
             collected.findings.extend(problems)
             if binary is not None:
@@ -426,13 +433,21 @@ class _Ready:
         return None
 
 
-def _spill(blob: Blob, directory: str) -> str:
-    """Copy a blob into a new private file in ``directory``."""
+def _spill(head: bytes, stream: IO[bytes], size: int, directory: str) -> tuple[str, str]:
+    """Write a member into a new private file in ``directory``; its path and sha256."""
     fd, path = tempfile.mkstemp(dir=directory, prefix="gpu-")
+    digest = hashlib.sha256(head)
+    written = len(head)
     with os.fdopen(fd, "wb") as handle:
-        for offset in range(0, blob.size, _CHUNK):
-            handle.write(blob.read(offset, min(_CHUNK, blob.size - offset)))
-    return path
+        handle.write(head)
+        while chunk := stream.read(_CHUNK):
+            digest.update(chunk)
+            handle.write(chunk)
+            written += len(chunk)
+    if written != size:
+        os.unlink(path)
+        raise MalformedBinary(f"file is shorter ({written} bytes) than its tar header says")
+    return path, digest.hexdigest()
 
 
 def parse_deferred(deferred: Deferred, examine: Examine) -> tuple[GpuBinary | None, list[ScanFinding]]:
