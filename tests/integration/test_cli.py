@@ -33,7 +33,8 @@ def test_bundled_example_as_a_table() -> None:
     assert result.stderr == ""  # no progress bar on a pipe
     out = result.stdout
     assert "demo_kernels/_cuda_ops" in out and "sm_80 sm_90 sm_90a" in out and "gfx90a:xnack-" in out
-    assert "5 GPU binaries in 6 files" in out
+    assert "6 GPU binaries in 19 files" in out
+    assert "hf-kernel-hub" in out and "pulled by a floating revision" in out  # the example's Kernel Hub cache
 
 
 def test_json_validates_and_several_outputs(tmp_path: Path) -> None:
@@ -50,7 +51,8 @@ def test_json_validates_and_several_outputs(tmp_path: Path) -> None:
         "object_count": 1,
     }  # fmt: skip
     assert by_name["_rocm_ops.so"]["gpu_runtimes"] == []
-    assert document["schema_version"] == "1.1" and document["stats"]["files_seen"] == 6
+    assert document["schema_version"] == "1.1" and document["stats"]["files_seen"] == 19
+    assert {c["type"] for c in document["caches"]} == {"hf-kernel-hub", "triton"}
 
 
 def test_json_to_stdout_is_the_whole_output() -> None:
