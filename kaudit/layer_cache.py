@@ -72,7 +72,8 @@ class LayerCache:
             if result.digest != digest:
                 raise CorruptRecord("result is for another layer")
             return result
-        except (ValueError, CorruptRecord):
+        except (ValueError, CorruptRecord, RecursionError, TypeError, KeyError, IndexError):
+            # a damaged or foreign entry (deep nesting, wrong shapes) is never trusted: walk the layer again
             self._discard(path)
             return None
 

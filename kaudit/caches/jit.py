@@ -14,6 +14,7 @@ import json
 import posixpath
 import re
 from collections.abc import Iterator
+from typing import Any
 
 from kaudit.caches import CacheView, archs_of
 from kaudit.inventory import CacheEntry, FirstUseSignal
@@ -33,11 +34,23 @@ def catalog(view: CacheView) -> Iterator[CacheEntry | FirstUseSignal]:
     yield from _miopen(view)
 
 
+def _summary(text: str, key: str) -> Any:
+    """The summary kaudit stored for a binary cache file (``{key: ...}``), or ``None`` for any other text —
+    an image's own JSON can look alike, so nothing is assumed about it."""
+    if f'"{key}"' not in text[:40]:
+        return None
+    try:
+        document = json.loads(text)
+    except ValueError:
+        return None
+    return document.get(key) if isinstance(document, dict) else None
+
+
 def _computecache(view: CacheView) -> Iterator[CacheEntry]:
     for path, text in sorted(view.texts.items()):
-        if '"computecache"' not in text[:20]:
+        facts = _summary(text, "computecache")
+        if not isinstance(facts, dict) or "ComputeCache/" not in path:
             continue
-        facts = json.loads(text).get("computecache", {})
         binaries = [b for p, b in view.binaries.items() if p.startswith(path + "!/")]
         archs = archs_of(binaries) or ((facts["target"],) if "target" in facts else ())
         details = tuple((k, str(v)) for k, v in sorted(facts.items()))
@@ -90,9 +103,9 @@ def _deepgemm(view: CacheView) -> Iterator[CacheEntry]:
 
 def _miopen(view: CacheView) -> Iterator[CacheEntry]:
     for path, text in sorted(view.texts.items()):
-        if '"miopen_kernels"' not in text[:30]:
+        kernels = _summary(text, "miopen_kernels")
+        if not isinstance(kernels, list):
             continue
-        kernels = json.loads(text).get("miopen_kernels", [])
         match = _MIOPEN_FILE.search(path)
         archs = (match.group("arch"),) if match else ()
         details = [("kernels", str(len(kernels)))]

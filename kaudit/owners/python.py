@@ -30,7 +30,11 @@ def read_record(path: str, text: str, metadata: str | None) -> PackageFiles | No
     site = posixpath.dirname(posixpath.dirname(path))
     files: list[str] = []
     hashes: list[tuple[str, str]] = []
-    for row in csv.reader(io.StringIO(text)):
+    try:
+        rows = list(csv.reader(io.StringIO(text.replace("\0", ""))))
+    except csv.Error:
+        return None  # not a RECORD kaudit can read; the file stays unattributed
+    for row in rows:
         if not row or not row[0]:
             continue
         relative = row[0]

@@ -59,3 +59,17 @@ def test_refs_reveal_a_floating_pull_only_when_they_point_at_the_snapshot() -> N
     floating, _s = catalog_view(_view(files=files, texts={f"{repo}/refs/main": "a" * 40}))
     assert pinned[0].notes == () and ("ref", "main") not in pinned[0].details
     assert ("ref", "main") in floating[0].details and floating[0].notes
+
+
+def test_look_alike_texts_in_an_image_do_not_break_the_catalogers() -> None:
+    texts = {
+        "root/.nv/ComputeCache/1/2/345": '{"computecache": ',  # truncated
+        "opt/miopen/x.json": '{"miopen_kernels": 5}',
+        ".triton/cache/" + "A" * 52 + "/k.json": '{"target": "cuda"}',
+        "hub/kernels--a--b/refs/main": "\x00\xff",
+        "app/kernels.lock": '[1, 2, {"dependency": 3}]',
+        "app/pyproject.toml": "[tool.kernels\nbroken",
+    }
+    entries, _signals = catalog_view(_view(texts=texts))
+    assert [e.type for e in entries] == ["hf-kernel-lock"]  # the unreadable lock file is reported as such
+    assert entries[0].notes == ("kernels.lock is not a lock file kaudit can read",)

@@ -191,3 +191,33 @@ def test_foreign_host_mutations() -> None:
             detector.detect(BytesBlob(data), "fuzz")
 
     check()
+
+
+TEXT_PATHS = [
+    "var/lib/dpkg/status",
+    "var/lib/dpkg/info/pkg:amd64.list",
+    "var/lib/dpkg/status.d/pkg.md5sums",
+    "usr/lib/python3/site-packages/pkg-1.0.dist-info/RECORD",
+    "usr/lib/python3/site-packages/pkg-1.0.dist-info/METADATA",
+    "opt/conda/conda-meta/pkg-1.0-0.json",
+    "etc/os-release",
+    "root/.cache/huggingface/hub/kernels--o--n/refs/main",
+    f"root/.cache/huggingface/hub/kernels--o--n/snapshots/{'a' * 40}/build/torch-cuda/metadata.json",
+    "app/kernels.lock",
+    "app/pyproject.toml",
+    "root/.triton/cache/" + "A" * 52 + "/k.json",
+    "root/.cache/vllm/torch_compile_cache/0123456789/rank_0_0/backbone/cache_key_factors.json",
+]
+
+
+@settings(max_examples=FUZZ_EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(texts=st.lists(st.tuples(st.sampled_from(TEXT_PATHS), st.text(max_size=400)), max_size=6))
+def test_package_databases_and_cache_metadata_never_break_attribution(texts: list[tuple[str, str]]) -> None:
+    """Whatever an image holds at the paths attribution and the catalogers read, they answer or ignore it."""
+    from kaudit.caches import CacheView, catalog_view
+    from kaudit.owners.index import build_index
+
+    mapping = dict(texts)
+    files = set(mapping) | {f"root/.cache/huggingface/hub/kernels--o--n/snapshots/{'a' * 40}/build/torch-cuda/x.so"}
+    build_index(mapping, [], lambda path: path)
+    catalog_view(CacheView(files=files, symlinks={}, texts=mapping, binaries={}))
