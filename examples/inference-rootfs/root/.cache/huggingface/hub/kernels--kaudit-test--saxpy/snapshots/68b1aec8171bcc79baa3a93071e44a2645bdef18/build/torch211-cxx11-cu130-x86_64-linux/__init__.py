@@ -1,0 +1,1 @@
+../../../../blobs/c06a09f38bc0c1bdee66ff710ea2fca4471003f9

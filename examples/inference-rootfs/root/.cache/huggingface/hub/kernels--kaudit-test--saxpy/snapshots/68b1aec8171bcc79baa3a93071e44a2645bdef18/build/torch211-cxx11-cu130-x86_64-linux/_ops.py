@@ -1,0 +1,1 @@
+../../../../blobs/79c2f6cf1243d307ba0deadff775e9008dc89bef
