@@ -14,12 +14,13 @@ import json
 import os
 import sys
 import tempfile
+from dataclasses import fields
 
 from kaudit import __version__
 from kaudit.serialize import CorruptRecord, StringTable, from_jsonable, to_jsonable
 from kaudit.walk.layers import LayerResult
 
-LAYER_FORMAT = 3
+LAYER_FORMAT = 4
 """Bumped whenever what a layer walk records changes, so older entries are not reused."""
 ANALYZER = f"kaudit {__version__} layer-format {LAYER_FORMAT}"
 
@@ -48,8 +49,7 @@ class LayerCache:
         try:
             path = self._path(digest)
             with open(path, "rb") as handle:
-                header_line = handle.readline()
-                body = handle.read()
+                body, _newline, header_line = handle.read().rpartition(b"\n")
         except (OSError, ValueError):
             return None
         try:
@@ -78,26 +78,46 @@ class LayerCache:
             return None
 
     def put(self, result: LayerResult) -> None:
-        """Store ``result``; a failure to write only costs the next run a walk."""
+        """Store ``result``; a failure to write only costs the next run a walk.
+
+        The entry is written as it is encoded, binary by binary and object by object, with the checksum computed
+        on the way and the header last: one library can hold a hundred thousand kernels, and encoding its layer
+        as one JSON value doubled the worker's memory."""
         try:
             path = self._path(result.digest)
-        except ValueError:
-            return
-        strings = StringTable()
-        encoded = to_jsonable(result, compact=strings)
-        body = json.dumps({"strings": strings.strings, "result": encoded}, separators=(",", ":")).encode()
-        header = json.dumps(
-            {"analyzer": ANALYZER, "digest": result.digest, "sha256": hashlib.sha256(body).hexdigest()}
-        ).encode()
-        try:
             os.makedirs(self.directory, exist_ok=True)
             fd, temporary = tempfile.mkstemp(dir=self.directory, prefix=".tmp-", suffix=".json")
+        except (OSError, ValueError):
+            return
+        try:
             with os.fdopen(fd, "wb") as handle:
-                handle.write(header + b"\n" + body)
+                checksum = hashlib.sha256()
+
+                def emit(text: str) -> None:
+                    data = text.encode()
+                    checksum.update(data)
+                    handle.write(data)
+
+                strings = StringTable()
+                emit('{"result":' + _open_object(result, "binaries", strings) + '"binaries":[')
+                for index, binary in enumerate(result.binaries):
+                    emit(("," if index else "") + _open_object(binary, "device_code", strings) + '"device_code":[')
+                    for position, code in enumerate(binary.device_code):
+                        emit(("," if position else "") + json.dumps(to_jsonable(code, compact=strings)))
+                    emit("]}")
+                emit(']},"strings":' + json.dumps(strings.strings) + "}")
+                header = {"analyzer": ANALYZER, "digest": result.digest, "sha256": checksum.hexdigest()}
+                handle.write(b"\n" + json.dumps(header).encode())
             os.replace(temporary, path)
         except OSError:
-            return
+            self._discard(temporary)
 
     def _discard(self, path: str) -> None:
         with contextlib.suppress(OSError):
             os.unlink(path)
+
+
+def _open_object(value: object, last: str, strings: StringTable) -> str:
+    """``value`` as a JSON object without its field ``last`` and without the closing brace, ready for ``last``."""
+    head = {f.name: to_jsonable(getattr(value, f.name), compact=strings) for f in fields(value) if f.name != last}  # type: ignore[arg-type]
+    return json.dumps(head)[:-1] + ","

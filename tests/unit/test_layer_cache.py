@@ -44,7 +44,7 @@ def test_damaged_entries_are_misses_and_removed(tmp_path: Path, damage: object) 
     cache = LayerCache(str(tmp_path))
     cache.put(_result())
     (entry,) = tmp_path.glob("sha256-*.json")
-    header, body = entry.read_bytes().split(b"\n", 1)
+    body, header = entry.read_bytes().rsplit(b"\n", 1)
     new_header, new_body = damage(header, body)  # type: ignore[operator]
     if new_body != body and b'"sha256"' in new_header:
         # keep the checksum consistent so the decoder itself has to refuse the content
@@ -53,6 +53,6 @@ def test_damaged_entries_are_misses_and_removed(tmp_path: Path, damage: object) 
         meta = json.loads(new_header)
         meta["sha256"] = hashlib.sha256(new_body).hexdigest()
         new_header = json.dumps(meta).encode()
-    entry.write_bytes(new_header + b"\n" + new_body)
+    entry.write_bytes(new_body + b"\n" + new_header)
     assert cache.get(DIGEST) is None
     assert not entry.exists()
