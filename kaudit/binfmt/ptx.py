@@ -18,6 +18,8 @@ _ADDRESS = re.compile(rb"^\s*\.address_size\s+(\d+)", re.M)
 # A comment, or a kernel entry: matching both in one pass skips ".entry" inside comments without copying
 # the (possibly megabytes of) text to strip them first.
 _ENTRY_OR_COMMENT = re.compile(rb"//[^\n]*|/\*.*?\*/|\.entry\s+([A-Za-z_$%][\w$%]*)", re.S)
+_ENTRY = re.compile(rb"\.entry\s+([A-Za-z_$%][\w$%]*)")
+_COMMENT_START = re.compile(rb"//|/\*")
 _TOOLKIT = re.compile(rb"Cuda compilation tools, release (\d+\.\d+)")
 _SNIFF_WINDOW = 64 * 1024
 _HEADER_WINDOW = 64 * 1024
@@ -58,7 +60,10 @@ def parse_ptx(data: bytes | bytearray | memoryview) -> PtxInfo:
     if not version or not target:
         raise MalformedBinary("PTX text has no .version or .target directive")
     address = _ADDRESS.search(head)
-    kernels = (m.group(1) for m in _ENTRY_OR_COMMENT.finditer(text) if m.group(1) is not None)
+    if _COMMENT_START.search(text):
+        kernels = (m.group(1) for m in _ENTRY_OR_COMMENT.finditer(text) if m.group(1) is not None)
+    else:  # fatbinary strips comments: a plain search for ".entry" is 10x faster on megabytes of PTX
+        kernels = (m.group(1) for m in _ENTRY.finditer(text))
     return PtxInfo(
         isa_version=version.group(1).decode(),
         target=target.group(1).decode("ascii", "replace"),
