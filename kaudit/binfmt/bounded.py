@@ -8,6 +8,7 @@ objects that were decompressed.
 
 from __future__ import annotations
 
+import io
 import os
 import struct
 import zlib
@@ -101,6 +102,40 @@ class SubBlob:
     def read(self, offset: int, length: int) -> bytes:
         check_range(self._size, offset, length, "read")
         return self._parent.read(self._base + offset, length)
+
+
+class BlobReader(io.RawIOBase):
+    """A seekable read-only file object over a blob, for libraries that want one (zipfile, pyelftools)."""
+
+    def __init__(self, blob: Blob) -> None:
+        self._blob = blob
+        self._pos = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._blob.size}[whence]
+        self._pos = max(0, base + offset)
+        return self._pos
+
+    def tell(self) -> int:
+        return self._pos
+
+    def read(self, size: int | None = -1) -> bytes:
+        # the blob's own bytes, without RawIOBase's intermediate buffer: zip members are read whole
+        end = self._blob.size if size is None or size < 0 else min(self._blob.size, self._pos + size)
+        data = self._blob.read(self._pos, end - self._pos) if end > self._pos else b""
+        self._pos += len(data)
+        return data
+
+    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
+        data = self.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
 
 
 def unpack_from(layout: struct.Struct, data: bytes, offset: int, what: str) -> tuple[int, ...]:

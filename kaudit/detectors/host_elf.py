@@ -9,10 +9,9 @@ pyelftools, only for files that carry device code.
 
 from __future__ import annotations
 
-import io
 from typing import IO, cast
 
-from kaudit.binfmt.bounded import Blob, BytesBlob
+from kaudit.binfmt.bounded import Blob, BlobReader
 from kaudit.binfmt.elf import ELF_MAGIC, EM_AMDGPU, EM_CUDA, ET_DYN, ET_EXEC, ET_REL, SHT_DYNAMIC, ElfFile, Section
 from kaudit.binfmt.tables import GPU_RUNTIME_PREFIXES
 from kaudit.detectors._amd import code_object, describe_bundles, describe_offload_binaries
@@ -107,7 +106,7 @@ def _dynamic(blob: Blob, index: int, detection: Detection) -> tuple[str | None, 
     from elftools.elf.dynamic import DynamicSection
     from elftools.elf.elffile import ELFFile
 
-    stream = cast(IO[bytes], io.BytesIO(blob.data) if isinstance(blob, BytesBlob) else _BlobReader(blob))
+    stream = cast(IO[bytes], BlobReader(blob))
     soname: str | None = None
     needed: list[str] = []
     try:
@@ -125,32 +124,3 @@ def _dynamic(blob: Blob, index: int, detection: Detection) -> tuple[str | None, 
 
 def gpu_runtimes(needed: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(n for n in needed if n.startswith(GPU_RUNTIME_PREFIXES))
-
-
-class _BlobReader(io.RawIOBase):
-    """A seekable read-only stream over a blob, for libraries that want a file object."""
-
-    def __init__(self, blob: Blob) -> None:
-        self._blob = blob
-        self._pos = 0
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._blob.size}[whence]
-        self._pos = max(0, base + offset)
-        return self._pos
-
-    def tell(self) -> int:
-        return self._pos
-
-    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
-        length = max(0, min(len(buffer), self._blob.size - self._pos))
-        data = self._blob.read(self._pos, length)
-        buffer[: len(data)] = data
-        self._pos += len(data)
-        return len(data)

@@ -16,7 +16,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from types import TracebackType
 
-from kaudit.binfmt.bounded import Blob, BytesBlob, FileBlob, SubBlob, check_range
+from kaudit.binfmt.bounded import Blob, BlobReader, BytesBlob, FileBlob, SubBlob, check_range
 from kaudit.detectors.interface import SNIFF_BYTES
 from kaudit.errors import LimitExceeded, MalformedBinary
 
@@ -193,30 +193,6 @@ def _ready_factory(blob: Blob) -> Callable[[], AbstractContextManager[Blob]]:
     return lambda: _Ready(blob)
 
 
-class _ZipStream:
-    """A read-only file object over a blob, for :mod:`zipfile`."""
-
-    def __init__(self, blob: Blob) -> None:
-        self._blob = blob
-        self._pos = 0
-
-    def seekable(self) -> bool:
-        return True
-
-    def seek(self, offset: int, whence: int = 0) -> int:
-        self._pos = max(0, (0, self._pos, self._blob.size)[whence] + offset)
-        return self._pos
-
-    def tell(self) -> int:
-        return self._pos
-
-    def read(self, size: int = -1) -> bytes:
-        end = self._blob.size if size is None or size < 0 else min(self._blob.size, self._pos + size)
-        data = self._blob.read(self._pos, max(0, end - self._pos)) if end > self._pos else b""
-        self._pos += len(data)
-        return data
-
-
 class _ZipMember:
     """A blob over one zip member, decompressed into memory on first full read (one member at a time)."""
 
@@ -246,7 +222,7 @@ class _ZipMember:
 
 def _zip_members(blob: Blob) -> Iterator[tuple[str, Blob | WalkProblem]]:
     """Regular-file members of a zip archive (a wheel), size-capped."""
-    with zipfile.ZipFile(_ZipStream(blob)) as archive:
+    with zipfile.ZipFile(BlobReader(blob)) as archive:
         for info in archive.infolist():
             if info.is_dir() or stat.S_ISLNK(info.external_attr >> 16):
                 continue
