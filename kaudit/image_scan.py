@@ -6,7 +6,6 @@ Sources: ``oci:DIR[:TAG]``, ``docker-archive:FILE``, ``dir:PATH`` and registry r
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 import shutil
 import tempfile
@@ -22,7 +21,7 @@ from kaudit.errors import UsageError
 from kaudit.inventory import FindingKind, GpuBinary, ImageInfo, LayerRef, ScanFinding, ScanReport, ScanStats
 from kaudit.layer_cache import LayerCache
 from kaudit.owners.index import OwnerIndex, build_index
-from kaudit.scan import Scanner, ScanOptions
+from kaudit.scan import Scanner, ScanOptions, available_cpus, fork_context
 from kaudit.sources.interface import ImageSource, LayerDescriptor, LayerReader, Platform, ResolvedImage
 from kaudit.sources.oci_layout import DockerArchiveSource, OciLayoutSource
 from kaudit.sources.registry import Credentials, RegistrySource
@@ -74,8 +73,7 @@ def open_source(reference: str, options: ImageScanOptions) -> ImageSource:
 
 
 def _jobs(options: ImageScanOptions, layers: int) -> int:
-    available = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    return max(1, min(options.jobs or available, layers))
+    return max(1, min(options.jobs or available_cpus(), layers))
 
 
 _WORKER_SCANNER: Scanner | None = None
@@ -216,7 +214,7 @@ def _walk_layers(
     separate tasks in the same pool, so one layer full of GPU libraries keeps every worker busy."""
     todo = sorted(todo, key=lambda layer: -layer.size)  # largest first: the long layers do not finish last
     readers = [source.layer_reader(layer) for layer in todo]
-    context = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else None)
+    context = fork_context()
     progress_array = context.Array("q", max(layer.index for layer in todo) + 1, lock=False)
     jobs = _jobs(options, len(todo))
     spill_dir = tempfile.mkdtemp(prefix="kaudit-scan-") if jobs > 1 else None

@@ -107,7 +107,7 @@ class Scanner:
             return 1
         if self._options.jobs is not None:
             return max(1, self._options.jobs)
-        return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        return available_cpus()
 
     def scan_paths(self, paths: Sequence[str], progress: ProgressCallback | None = None) -> ScanReport:
         """Scan each path (file or directory); problems become findings, never exceptions.
@@ -139,7 +139,7 @@ class Scanner:
                     parsed += 1
                     if candidate.on_disk and jobs > 1:
                         if pool is None:
-                            pool = ProcessPoolExecutor(max_workers=jobs, mp_context=_fork_context())
+                            pool = ProcessPoolExecutor(max_workers=jobs, mp_context=fork_context())
                         future = pool.submit(_examine_file, candidate.path, candidate.size)
                     else:
                         future = Future()
@@ -198,7 +198,12 @@ class Scanner:
         return _binary(candidate, detection, digest), problems
 
 
-def _fork_context() -> multiprocessing.context.BaseContext:
+def available_cpus() -> int:
+    """The CPUs this process may run on (its affinity mask, not the machine's count)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def fork_context() -> multiprocessing.context.BaseContext:
     """Workers are forked: they start in milliseconds with kaudit already imported."""
     methods = multiprocessing.get_all_start_methods()
     return multiprocessing.get_context("fork" if "fork" in methods else None)

@@ -171,7 +171,7 @@ class Walker:
                 if member_head.startswith(AR_MAGIC) or member_head.startswith(ZIP_MAGIC):
                     yield from self._archive(member_path, member_blob, member_head, depth + 1)
                 elif self._sniff(member_head):
-                    yield Candidate(member_path, member_blob.size, member_head, _ready_factory(member_blob))
+                    yield Candidate(member_path, member_blob.size, member_head, held_blob(member_blob))
         except (
             MalformedBinary,
             zipfile.BadZipFile,
@@ -189,7 +189,8 @@ def disk_candidate(path: str, size: int, head: bytes) -> Candidate:
     return Candidate(path, size, head, lambda: _FileOpener(path, size), on_disk=True)
 
 
-def _ready_factory(blob: Blob) -> Callable[[], AbstractContextManager[Blob]]:
+def held_blob(blob: Blob) -> Callable[[], AbstractContextManager[Blob]]:
+    """A :attr:`Candidate.open_blob` for content already in hand (archive members, layer files, payloads)."""
     return lambda: _Ready(blob)
 
 

@@ -30,7 +30,7 @@ from kaudit.errors import Error, LimitExceeded, MalformedBinary
 from kaudit.inventory import FindingKind, GpuBinary, ScanFinding
 from kaudit.owners.model import PackageFiles
 from kaudit.sources.interface import LayerDescriptor, LayerReader, SourceError
-from kaudit.walk.files import Candidate
+from kaudit.walk.files import Candidate, held_blob
 from kaudit.walk.interest import Interest, classify, classify_content
 
 WHITEOUT_PREFIX = ".wh."
@@ -362,7 +362,7 @@ def _regular(
     with _Spool(head, stream, size) as (blob, digest):
         collected.files[path] = LayerFile(size, digest)
         if sniff(head):
-            binary, problems = examine(Candidate(path, size, head, lambda: _Ready(blob), sha256=digest))
+            binary, problems = examine(Candidate(path, size, head, held_blob(blob), sha256=digest))
             collected.findings.extend(problems)
             if binary is not None:
                 collected.binaries.append(binary)
@@ -416,21 +416,10 @@ def read_interesting(path: str, interest: Interest, blob: Blob, examine: Examine
 
 def _examine_embedded(path: str, payload: bytes, examine: Examine, kept: Kept) -> None:
     blob = BytesBlob(payload)
-    binary, problems = examine(Candidate(path, len(payload), payload[:SNIFF_BYTES], lambda: _Ready(blob)))
+    binary, problems = examine(Candidate(path, len(payload), payload[:SNIFF_BYTES], held_blob(blob)))
     kept.findings.extend(problems)
     if binary is not None:
         kept.binaries.append(binary)
-
-
-class _Ready:
-    def __init__(self, blob: Blob) -> None:
-        self._blob = blob
-
-    def __enter__(self) -> Blob:
-        return self._blob
-
-    def __exit__(self, *exc: object) -> None:
-        return None
 
 
 def _spill(head: bytes, stream: IO[bytes], size: int, directory: str) -> tuple[str, str]:
@@ -456,7 +445,7 @@ def parse_deferred(deferred: Deferred, examine: Examine) -> tuple[GpuBinary | No
         with open(deferred.spilled, "rb", buffering=0) as handle:
             head = handle.read(SNIFF_BYTES)
             blob = FileBlob(handle.fileno(), deferred.size)
-            return examine(Candidate(deferred.path, deferred.size, head, lambda: _Ready(blob), sha256=deferred.sha256))
+            return examine(Candidate(deferred.path, deferred.size, head, held_blob(blob), sha256=deferred.sha256))
     except OSError as exc:
         return None, [ScanFinding(deferred.path, FindingKind.UNREADABLE, f"cannot read its copy: {exc.strerror}")]
     finally:
