@@ -9,8 +9,11 @@ lock files, declared dependencies), ``triton_cache.py`` (Triton caches and their
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+import bisect
+import re
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from functools import cached_property
 
 from kaudit.inventory import CacheEntry, FirstUseSignal, GpuBinary, LayerRef
 from kaudit.walk.merge import ImageView
@@ -28,18 +31,49 @@ class CacheView:
     resolve: Callable[[str], str] = lambda path: path
     layer_of: Callable[[str], LayerRef | None] = lambda path: None
 
+    @cached_property
+    def _paths(self) -> list[str]:
+        """Every file and symlink path, sorted once: entries look up their directory's range by bisection."""
+        return sorted(self.files | set(self.symlinks))
+
+    @cached_property
+    def _embedded(self) -> dict[str, list[GpuBinary]]:
+        """Device code found inside a file (``file!/inner``), by that file's path."""
+        inside: dict[str, list[GpuBinary]] = {}
+        for path, binary in self.binaries.items():
+            if "!/" in path:
+                inside.setdefault(path.split("!/", 1)[0], []).append(binary)
+        return inside
+
     def binaries_under(self, directory: str) -> list[GpuBinary]:
-        """GPU binaries at or below ``directory``, following the symlinks inside it (hub snapshots point to blobs)."""
+        """GPU binaries at or below ``directory``: its files (followed through the symlinks inside it, as hub
+        snapshots point to blobs) and the device code embedded in them (pickles, compile artifacts)."""
         prefix = directory.rstrip("/") + "/"
         found: dict[str, GpuBinary] = {}
-        for path in sorted(self.files | set(self.symlinks)):
+        paths = self._paths
+        for path in paths[bisect.bisect_left(paths, prefix) :]:
             if not path.startswith(prefix):
-                continue
-            target = self.resolve(path)
-            binary = self.binaries.get(target) or self.binaries.get(path)
+                break
+            binary = self.binaries.get(self.resolve(path)) or self.binaries.get(path)
             if binary is not None:
                 found[binary.path] = binary
+            for inner in self.embedded_in(path):
+                found[inner.path] = inner
         return list(found.values())
+
+    def embedded_in(self, path: str) -> list[GpuBinary]:
+        """Device code found inside the file ``path`` (reported as ``path!/inner``)."""
+        return self._embedded.get(path, [])
+
+    def entry_dirs(self, pattern: re.Pattern[str]) -> Iterator[tuple[str, re.Match[str], str]]:
+        """``(directory, match, first file)`` for each distinct cache-entry directory ``pattern`` matches (the
+        pattern matches a file path up to and including the entry directory's trailing ``/``)."""
+        seen: set[str] = set()
+        for path in sorted(self.files):
+            match = pattern.match(path)
+            if match is not None and match.group(0).rstrip("/") not in seen:
+                seen.add(match.group(0).rstrip("/"))
+                yield match.group(0).rstrip("/"), match, path
 
 
 def archs_of(binaries: Iterable[GpuBinary]) -> tuple[str, ...]:

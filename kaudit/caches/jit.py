@@ -20,10 +20,10 @@ from kaudit.caches import CacheView, archs_of
 from kaudit.inventory import CacheEntry, FirstUseSignal
 
 _FLASHINFER_OPS = re.compile(
-    r"^(?P<root>(?:.*/)?flashinfer)/(?P<version>[^/]+)/(?P<archs>[0-9a-z_]+)/cached_ops/(?P<module>[^/]+)/"
+    r"^(?:.*/)?flashinfer/(?P<version>[^/]+)/(?P<archs>[0-9a-z_]+)/cached_ops/(?P<module>[^/]+)/"
 )
-_FLASHINFER_CUBINS = re.compile(r"^(?P<root>(?:.*/)?flashinfer)/cubins/")
-_DEEPGEMM = re.compile(r"^(?P<dir>(?:.*/)?cache/kernel\.(?P<name>[^/]+)\.(?P<hash>[0-9a-f]{16,}))/")
+_FLASHINFER_CUBINS = re.compile(r"^(?:.*/)?flashinfer/cubins/")
+_DEEPGEMM = re.compile(r"^(?:.*/)?cache/kernel\.(?P<name>[^/]+)\.(?P<hash>[0-9a-f]{16,})/")
 _MIOPEN_FILE = re.compile(r"(?P<arch>gfx[0-9a-z]+)(?:_(?P<cus>\d+))?\.u?kdb$")
 
 
@@ -51,7 +51,7 @@ def _computecache(view: CacheView) -> Iterator[CacheEntry]:
         facts = _summary(text, "computecache")
         if not isinstance(facts, dict) or "ComputeCache/" not in path:
             continue
-        binaries = [b for p, b in view.binaries.items() if p.startswith(path + "!/")]
+        binaries = view.embedded_in(path)
         archs = archs_of(binaries) or ((facts["target"],) if "target" in facts else ())
         details = tuple((k, str(v)) for k, v in sorted(facts.items()))
         key = path.split("ComputeCache/", 1)[-1]
@@ -61,40 +61,22 @@ def _computecache(view: CacheView) -> Iterator[CacheEntry]:
 
 
 def _flashinfer(view: CacheView) -> Iterator[CacheEntry]:
-    seen: set[str] = set()
-    for path in sorted(view.files):
-        match = _FLASHINFER_OPS.match(path)
-        if match:
-            directory = match.group(0).rstrip("/")
-            if directory in seen:
-                continue
-            seen.add(directory)
-            binaries = view.binaries_under(directory)
-            archs = [f"sm_{a}" for a in match.group("archs").split("_") if a]
-            yield CacheEntry("flashinfer-jit", directory, match.group("module"), tuple(archs) or archs_of(binaries),
-                             tuple(b.path for b in binaries),
-                             (("flashinfer_version", match.group("version")), ("module", match.group("module"))),
-                             view.layer_of(path))  # fmt: skip
-        cubins = _FLASHINFER_CUBINS.match(path)
-        if cubins:
-            directory = cubins.group(0).rstrip("/")
-            if directory in seen:
-                continue
-            seen.add(directory)
-            binaries = view.binaries_under(directory)
-            yield CacheEntry("flashinfer-cubins", directory, "cubins", archs_of(binaries),
-                             tuple(b.path for b in binaries), (), view.layer_of(path),
-                             ("cubins FlashInfer downloads at first use",))  # fmt: skip
+    for directory, match, path in view.entry_dirs(_FLASHINFER_OPS):
+        binaries = view.binaries_under(directory)
+        archs = [f"sm_{a}" for a in match.group("archs").split("_") if a]
+        yield CacheEntry("flashinfer-jit", directory, match.group("module"), tuple(archs) or archs_of(binaries),
+                         tuple(b.path for b in binaries),
+                         (("flashinfer_version", match.group("version")), ("module", match.group("module"))),
+                         view.layer_of(path))  # fmt: skip
+    for directory, _match, path in view.entry_dirs(_FLASHINFER_CUBINS):
+        binaries = view.binaries_under(directory)
+        yield CacheEntry("flashinfer-cubins", directory, "cubins", archs_of(binaries),
+                         tuple(b.path for b in binaries), (), view.layer_of(path),
+                         ("cubins FlashInfer downloads at first use",))  # fmt: skip
 
 
 def _deepgemm(view: CacheView) -> Iterator[CacheEntry]:
-    seen: set[str] = set()
-    for path in sorted(view.files):
-        match = _DEEPGEMM.match(path)
-        if match is None or match.group("dir") in seen:
-            continue
-        directory = match.group("dir")
-        seen.add(directory)
+    for directory, match, path in view.entry_dirs(_DEEPGEMM):
         binaries = view.binaries_under(directory)
         yield CacheEntry("deepgemm-jit", directory, match.group("hash"), archs_of(binaries),
                          tuple(b.path for b in binaries), (("kernel", match.group("name")),),

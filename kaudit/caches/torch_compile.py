@@ -13,7 +13,7 @@ import re
 from collections.abc import Iterator
 
 from kaudit.caches import CacheView, archs_of
-from kaudit.inventory import CacheEntry, FirstUseSignal, GpuBinary
+from kaudit.inventory import CacheEntry, FirstUseSignal
 
 _INDUCTOR_ENTRY = re.compile(
     r"^(?P<root>(?:.*/)?(?:torchinductor_[^/]+|inductor_cache|inductor))/(?P<kind>fxgraph|aotautograd)/"
@@ -24,23 +24,9 @@ _VLLM = re.compile(
 )
 
 
-def _entry_dirs(view: CacheView, pattern: re.Pattern[str]) -> Iterator[tuple[str, re.Match[str], str]]:
-    """``(directory, match, first file)`` for each distinct entry directory ``pattern`` finds."""
-    seen: set[str] = set()
-    for path in sorted(view.files):
-        match = pattern.match(path)
-        if match is not None and match.group(0).rstrip("/") not in seen:
-            seen.add(match.group(0).rstrip("/"))
-            yield match.group(0).rstrip("/"), match, path
-
-
-def _binaries_in(view: CacheView, directory: str) -> list[GpuBinary]:
-    return [b for b in view.binaries.values() if b.path.startswith(directory + "/")]
-
-
 def catalog(view: CacheView) -> Iterator[CacheEntry | FirstUseSignal]:
-    for directory, match, path in _entry_dirs(view, _INDUCTOR_ENTRY):
-        binaries = _binaries_in(view, directory)
+    for directory, match, path in view.entry_dirs(_INDUCTOR_ENTRY):
+        binaries = view.binaries_under(directory)
         yield CacheEntry(
             type="inductor",
             path=directory,
@@ -51,8 +37,8 @@ def catalog(view: CacheView) -> Iterator[CacheEntry | FirstUseSignal]:
             layer=view.layer_of(path),
             notes=("pickled compiled graph: loading it runs code; walked with pickletools, never unpickled",),
         )
-    for directory, match, path in _entry_dirs(view, _VLLM):
-        binaries = _binaries_in(view, directory)
+    for directory, match, path in view.entry_dirs(_VLLM):
+        binaries = view.binaries_under(directory)
         details = [("rank", match.group("rank")), ("prefix", match.group("prefix"))]
         factors = view.texts.get(f"{directory}/cache_key_factors.json")
         if factors:
