@@ -14,10 +14,9 @@ import json
 import os
 import sys
 import tempfile
-from dataclasses import fields
 
 from kaudit import __version__
-from kaudit.serialize import CorruptRecord, StringTable, from_jsonable, to_jsonable
+from kaudit.serialize import CorruptRecord, StringTable, from_jsonable, json_up_to, to_jsonable
 from kaudit.walk.layers import LayerResult
 
 LAYER_FORMAT = 4
@@ -99,9 +98,9 @@ class LayerCache:
                     handle.write(data)
 
                 strings = StringTable()
-                emit('{"result":' + _open_object(result, "binaries", strings) + '"binaries":[')
+                emit('{"result":' + json_up_to(result, "binaries", strings) + "[")
                 for index, binary in enumerate(result.binaries):
-                    emit(("," if index else "") + _open_object(binary, "device_code", strings) + '"device_code":[')
+                    emit(("," if index else "") + json_up_to(binary, "device_code", strings) + "[")
                     for position, code in enumerate(binary.device_code):
                         emit(("," if position else "") + json.dumps(to_jsonable(code, compact=strings)))
                     emit("]}")
@@ -115,9 +114,3 @@ class LayerCache:
     def _discard(self, path: str) -> None:
         with contextlib.suppress(OSError):
             os.unlink(path)
-
-
-def _open_object(value: object, last: str, strings: StringTable) -> str:
-    """``value`` as a JSON object without its field ``last`` and without the closing brace, ready for ``last``."""
-    head = {f.name: to_jsonable(getattr(value, f.name), compact=strings) for f in fields(value) if f.name != last}  # type: ignore[arg-type]
-    return json.dumps(head)[:-1] + ","

@@ -6,6 +6,7 @@ type checks, never unpickled. Anything that does not fit the types raises :class
 
 from __future__ import annotations
 
+import json
 import types
 import typing
 from collections.abc import Callable
@@ -92,6 +93,13 @@ def to_jsonable(value: Any, compact: StringTable | None = None) -> Any:
     if isinstance(value, DeviceCode) and compact is None:
         out["loadable"] = value.loadable
     return out
+
+
+def json_up_to(value: Any, last: str, compact: StringTable | None = None) -> str:
+    """``value`` as JSON text that stops where field ``last`` begins (``{..., "last": ``), so the caller can
+    stream that field's items: a library can hold thousands of objects and a hundred thousand kernels."""
+    head = {f.name: to_jsonable(getattr(value, f.name), compact) for f in fields(value) if f.name != last}
+    return json.dumps(head, separators=(",", ":"))[:-1] + f',"{last}":'
 
 
 Decoder = Callable[[Any, str], Any]

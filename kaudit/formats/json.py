@@ -7,12 +7,11 @@ thousands of kernels is never held twice in memory; the C JSON encoder does the 
 from __future__ import annotations
 
 import json
-from dataclasses import fields
 from typing import Any, TextIO
 
 from kaudit.formats.interface import Format
 from kaudit.inventory import GpuBinary, ScanReport
-from kaudit.serialize import to_jsonable
+from kaudit.serialize import json_up_to, to_jsonable
 
 SCHEMA_VERSION = "1.1"
 SCHEMA_ID = "https://github.com/kaudit/kaudit/docs/schema/scan-report-v1.json"
@@ -32,8 +31,7 @@ def report_header(report: ScanReport) -> dict[str, Any]:
 def _write_binary(binary: GpuBinary, stream: TextIO) -> None:
     """One binary, its device code objects written one at a time: a library such as libtorch_cuda holds
     thousands of them and over a hundred thousand kernels, too much to hold as one JSON value."""
-    head = {f.name: to_jsonable(getattr(binary, f.name)) for f in fields(binary) if f.name != "device_code"}
-    stream.write(json.dumps(head)[:-1] + ', "device_code": [')
+    stream.write(json_up_to(binary, "device_code") + "[")
     for index, code in enumerate(binary.device_code):
         stream.write(("" if index == 0 else ", ") + json.dumps(to_jsonable(code)))
     stream.write("]}")
