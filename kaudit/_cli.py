@@ -20,6 +20,7 @@ from kaudit.inventory import FindingKind, ScanReport
 
 EXIT_OK = 0
 EXIT_ERROR = 2
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE
 
 
 @dataclass(frozen=True)
@@ -134,6 +135,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("kaudit: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # the reader went away (``kaudit … | head``): stop quietly, as shell tools do on SIGPIPE
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
 
 
 def _scan_path(args: argparse.Namespace) -> int:

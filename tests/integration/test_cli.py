@@ -128,3 +128,18 @@ def test_start_up_is_lean() -> None:
     pe = subprocess.run([sys.executable, "-c", probe, "scan", "path", "-j1", str(fixture_path("kern_pe.dll")),
                          "-o", "json=/dev/null"], capture_output=True, text=True)  # fmt: skip
     assert "'lief'" in pe.stdout.strip().splitlines()[-1]
+
+
+def test_closed_pipe_ends_quietly() -> None:
+    """``kaudit … | head`` must not end in a traceback when head stops reading."""
+    # the fixture tree's report (about 120 KB) is larger than a pipe holds, so the writer meets the closed pipe
+    command = [sys.executable, "-m", "kaudit", "scan", "path", str(fixture_path("libk_plain.so").parent), "-o", "json"]
+    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as process:
+        assert process.stdout is not None and process.stderr is not None
+        first = process.stdout.read(100)
+        process.stdout.close()
+        errors = process.stderr.read().decode()
+        process.wait(timeout=60)
+    assert first.startswith(b'{"$schema"')
+    assert "Traceback" not in errors
+    assert process.returncode == 141
