@@ -32,6 +32,7 @@ from kaudit.inventory import (
     ScanStats,
 )
 from kaudit.walk.files import Candidate, Walker, disk_candidate, sha256_of
+from kaudit.walk.tree import catalog_tree
 
 ProgressCallback = Callable[[str, int], None]
 """Called with (path, bytes seen so far) after each candidate file is examined."""
@@ -156,15 +157,12 @@ class Scanner:
         )
         caches: list[CacheEntry] = []
         signals: list[FirstUseSignal] = []
-        for root in paths:
-            if os.path.isdir(root):
-                from kaudit.walk.tree import catalog_tree
-
-                entries, found_signals, embedded, problems = catalog_tree(root, binaries, self.examine)
-                caches.extend(entries)
-                signals.extend(found_signals)
-                binaries.extend(embedded)
-                findings.extend(problems)
+        for root, listing in walker.listings.items():
+            entries, found_signals, embedded, problems = catalog_tree(root, listing, binaries, self.examine)
+            caches.extend(entries)
+            signals.extend(found_signals)
+            binaries.extend(embedded)
+            findings.extend(problems)
         stats = ScanStats(
             files_seen=walker.files_seen,
             files_parsed=parsed,

@@ -13,7 +13,7 @@ import stat
 import zipfile
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import TracebackType
 
 from kaudit.binfmt.bounded import Blob, BlobReader, BytesBlob, FileBlob, SubBlob, check_range
@@ -42,6 +42,14 @@ class Candidate:
     """A plain file (not an archive member): another process can open it by its path."""
     sha256: str | None = None
     """The content's sha256 when the walker already computed it (image layers hash as they stream)."""
+
+
+@dataclass
+class TreeListing:
+    """What a directory walk saw besides candidates: every regular file (with its size) and every symlink."""
+
+    files: dict[str, int] = field(default_factory=dict)
+    symlinks: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -101,6 +109,8 @@ class Walker:
         self.problems: list[WalkProblem] = []
         self.files_seen = 0
         self.bytes_seen = 0
+        self.listings: dict[str, TreeListing] = {}
+        """Per directory root walked: its files and symlinks, for the cache catalogers."""
         self._sniff = sniff
 
     def walk(self, root: str) -> Iterator[Candidate]:
@@ -121,16 +131,24 @@ class Walker:
         def on_error(exc: OSError) -> None:
             self.problems.append(WalkProblem(exc.filename or root, f"cannot list: {exc.strerror}"))
 
+        listing = self.listings[root] = TreeListing()
         for directory, dirnames, filenames in os.walk(root, onerror=on_error):
             dirnames.sort()
-            for name in sorted(filenames):
+            # os.walk lists symlinks to directories with the directories (and does not enter them)
+            for name in [*sorted(filenames), *dirnames]:
                 path = os.path.join(directory, name)
                 try:
                     info = os.lstat(path)
                 except OSError as exc:
                     self.problems.append(WalkProblem(path, f"cannot read: {exc.strerror}"))
                     continue
-                if stat.S_ISREG(info.st_mode):
+                if stat.S_ISLNK(info.st_mode):
+                    try:
+                        listing.symlinks[path] = os.readlink(path)
+                    except OSError as exc:
+                        self.problems.append(WalkProblem(path, f"cannot read link: {exc.strerror}"))
+                elif stat.S_ISREG(info.st_mode):
+                    listing.files[path] = info.st_size
                     yield from self._file(path, info.st_size)
 
     def _file(self, path: str, size: int) -> Iterator[Candidate]:
