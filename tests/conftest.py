@@ -152,28 +152,26 @@ def _require_registry_tools() -> None:
         pytest.skip(message)
 
 
+def _serve_registry(tmp_path_factory: pytest.TempPathFactory, name: str, auth: str = "none") -> Iterator[Registry]:
+    _require_registry_tools()
+    instance = start_registry(tmp_path_factory.mktemp(name), auth=auth)
+    yield instance
+    instance.stop()
+
+
 @pytest.fixture(scope="session")
 def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
     """An anonymous docker-registry on 127.0.0.1."""
-    _require_registry_tools()
-    instance = start_registry(tmp_path_factory.mktemp("registry"))
-    yield instance
-    instance.stop()
+    yield from _serve_registry(tmp_path_factory, "registry")
 
 
 @pytest.fixture(scope="session")
 def auth_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
     """A docker-registry that wants Basic credentials (htpasswd)."""
-    _require_registry_tools()
-    instance = start_registry(tmp_path_factory.mktemp("registry-htpasswd"), auth="htpasswd")
-    yield instance
-    instance.stop()
+    yield from _serve_registry(tmp_path_factory, "registry-htpasswd", auth="htpasswd")
 
 
 @pytest.fixture(scope="session")
 def token_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
     """A docker-registry with Bearer-token auth and its token service."""
-    _require_registry_tools()
-    instance = start_registry(tmp_path_factory.mktemp("registry-token"), auth="token")
-    yield instance
-    instance.stop()
+    yield from _serve_registry(tmp_path_factory, "registry-token", auth="token")
