@@ -102,6 +102,27 @@ def sha256_of(blob: Blob) -> str:
     return digest.hexdigest()
 
 
+def list_tree(root: str, on_error: Callable[[str, str], None]) -> Iterator[tuple[str, int, str | None]]:
+    """``(path, size, symlink target)`` for every regular file and symlink under ``root``, in sorted order; the
+    target is ``None`` for regular files. What cannot be listed or read goes to ``on_error(path, reason)`` and the
+    walk goes on."""
+    for directory, dirnames, filenames in os.walk(
+        root, onerror=lambda exc: on_error(exc.filename or root, f"cannot list: {exc.strerror}")
+    ):
+        dirnames.sort()
+        # os.walk lists symlinks to directories with the directories (and does not enter them)
+        for name in [*sorted(filenames), *dirnames]:
+            path = os.path.join(directory, name)
+            try:
+                info = os.lstat(path)
+                target = os.readlink(path) if stat.S_ISLNK(info.st_mode) else None
+            except OSError as exc:
+                on_error(path, f"cannot read: {exc.strerror}")
+                continue
+            if target is not None or stat.S_ISREG(info.st_mode):
+                yield path, info.st_size, target
+
+
 class Walker:
     """Yields :class:`Candidate` files under the given paths; problems are collected in :attr:`problems`."""
 
@@ -128,28 +149,13 @@ class Walker:
             self.problems.append(WalkProblem(root, "not a regular file or directory; not opened"))
 
     def _walk_tree(self, root: str) -> Iterator[Candidate]:
-        def on_error(exc: OSError) -> None:
-            self.problems.append(WalkProblem(exc.filename or root, f"cannot list: {exc.strerror}"))
-
         listing = self.listings[root] = TreeListing()
-        for directory, dirnames, filenames in os.walk(root, onerror=on_error):
-            dirnames.sort()
-            # os.walk lists symlinks to directories with the directories (and does not enter them)
-            for name in [*sorted(filenames), *dirnames]:
-                path = os.path.join(directory, name)
-                try:
-                    info = os.lstat(path)
-                except OSError as exc:
-                    self.problems.append(WalkProblem(path, f"cannot read: {exc.strerror}"))
-                    continue
-                if stat.S_ISLNK(info.st_mode):
-                    try:
-                        listing.symlinks[path] = os.readlink(path)
-                    except OSError as exc:
-                        self.problems.append(WalkProblem(path, f"cannot read link: {exc.strerror}"))
-                elif stat.S_ISREG(info.st_mode):
-                    listing.files[path] = info.st_size
-                    yield from self._file(path, info.st_size)
+        for path, size, target in list_tree(root, lambda path, reason: self.problems.append(WalkProblem(path, reason))):
+            if target is not None:
+                listing.symlinks[path] = target
+            else:
+                listing.files[path] = size
+                yield from self._file(path, size)
 
     def _file(self, path: str, size: int) -> Iterator[Candidate]:
         self.files_seen += 1

@@ -14,7 +14,6 @@ import hashlib
 import json
 import os
 import posixpath
-import stat
 import tarfile
 import tempfile
 import typing
@@ -30,7 +29,7 @@ from kaudit.errors import Error, LimitExceeded, MalformedBinary
 from kaudit.inventory import FindingKind, GpuBinary, ScanFinding
 from kaudit.owners.model import PackageFiles
 from kaudit.sources.interface import LayerDescriptor, LayerReader, SourceError
-from kaudit.walk.files import Candidate, held_blob
+from kaudit.walk.files import Candidate, held_blob, list_tree
 from kaudit.walk.interest import Interest, classify, classify_content
 
 WHITEOUT_PREFIX = ".wh."
@@ -487,24 +486,23 @@ class _Spool(AbstractContextManager[tuple[Blob, str]]):
 def walk_directory(root: str, examine: Examine, sniff: Sniff, limits: Limits = Limits()) -> LayerResult:
     """An unpacked root filesystem (``dir:PATH``) as a single layer: same result, read from disk."""
     collected = _Collected()
-    for directory, dirnames, filenames in os.walk(root):
-        dirnames.sort()
-        for name in sorted(filenames) + [d for d in dirnames if os.path.islink(os.path.join(directory, d))]:
-            full = os.path.join(directory, name)
-            path = os.path.relpath(full, root).replace(os.sep, "/")
-            try:
-                info = os.lstat(full)
-            except OSError as exc:
-                collected.findings.append(ScanFinding(path, FindingKind.UNREADABLE, f"cannot read: {exc.strerror}"))
-                continue
-            if stat.S_ISLNK(info.st_mode):
-                collected.symlinks[path] = os.readlink(full)
-            elif stat.S_ISREG(info.st_mode):
-                try:
-                    with open(full, "rb", buffering=0) as stream:
-                        _regular(path, info.st_size, stream, collected, examine, sniff, limits)
-                except OSError as exc:
-                    collected.findings.append(ScanFinding(path, FindingKind.UNREADABLE, f"cannot read: {exc.strerror}"))
-                except MalformedBinary as exc:
-                    collected.findings.append(ScanFinding(path, FindingKind.MALFORMED, exc.diagnostics()))
+
+    def relative(full: str) -> str:
+        return os.path.relpath(full, root).replace(os.sep, "/")
+
+    def unreadable(full: str, reason: str) -> None:
+        collected.findings.append(ScanFinding(relative(full), FindingKind.UNREADABLE, reason))
+
+    for full, size, target in list_tree(root, unreadable):
+        path = relative(full)
+        if target is not None:
+            collected.symlinks[path] = target
+            continue
+        try:
+            with open(full, "rb", buffering=0) as stream:
+                _regular(path, size, stream, collected, examine, sniff, limits)
+        except OSError as exc:
+            unreadable(full, f"cannot read: {exc.strerror}")
+        except MalformedBinary as exc:
+            collected.findings.append(ScanFinding(path, FindingKind.MALFORMED, exc.diagnostics()))
     return _result(f"dir:{root}", "", collected)
