@@ -7,18 +7,27 @@ problem met while scanning).
 from __future__ import annotations
 
 import argparse
+import ctypes
+import json
 import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from kaudit import __version__
 from kaudit.errors import Error, UsageError
 from kaudit.formats import FORMATS, Format, format_class
 from kaudit.inventory import FindingKind, ScanReport
 
+if TYPE_CHECKING:
+    from kaudit.policy.model import Policy, PolicyResult, RuleInfo, Severity
+
 EXIT_OK = 0
+EXIT_GATE = 1
+"""``--policy`` found enforced findings at or above ``--fail-on`` (or ``policy validate`` found an invalid file)."""
 EXIT_ERROR = 2
 EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE
 
@@ -96,6 +105,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     image.add_argument("--cache-dir", help="directory of the per-layer result cache (default ~/.cache/kaudit/layers)")
     _common_scan_options(image, jobs_help="walk layers in N worker processes (default: the CPUs available)")
+
+    policy = commands.add_parser("policy", help="the rule catalog and policies")
+    actions = policy.add_subparsers(dest="action", required=True, parser_class=_Parser)
+    actions.add_parser("list", help="list the rules and the bundled policies")
+    explain = actions.add_parser("explain", help="show one rule: rationale, remediation, how policies set it")
+    explain.add_argument("rule", metavar="RULE", help="a rule id such as KA101")
+    validate = actions.add_parser("validate", help="check a policy file; errors carry line numbers")
+    validate.add_argument("file", metavar="FILE", help="the policy YAML file")
     return parser
 
 
@@ -112,6 +129,22 @@ def _common_scan_options(
         help=f"output format ({', '.join(FORMATS)}), to FILE or standard output; may repeat (default: table)",
     )
     parser.add_argument("--strict", action="store_true", help="exit 2 when anything could not be fully read")
+    parser.add_argument(
+        "--policy",
+        metavar="NAME|FILE",
+        help="evaluate a policy (production, experimental, or a policy file) and gate on its findings",
+    )
+    parser.add_argument(
+        "--merge-into",
+        metavar="SBOM.json",
+        help="with -o cyclonedx-json: add kaudit's components to this CycloneDX JSON SBOM (e.g. Syft's), linking "
+        "to its package components by purl instead of duplicating them",
+    )
+    parser.add_argument(
+        "--fail-on",
+        choices=("critical", "high", "medium", "low", "info"),
+        help="exit 1 when an enforced finding is at or above this severity (default: the policy's fail-on)",
+    )
     parser.add_argument("-j", "--jobs", type=_positive_int, metavar="N", help=jobs_help)
     parser.add_argument(
         "--progress",
@@ -121,13 +154,30 @@ def _common_scan_options(
     )
 
 
+def _return_freed_memory() -> None:
+    """Have glibc give every buffer of 256 KiB or more back to the system when it is freed.
+
+    By default glibc raises its mmap threshold after the first large free and then serves decompressed payloads
+    (up to tens of MB each) from a heap that fragments: a worker walking libtorch_cuda grew to 229 MiB with it,
+    and stays under 100 MiB without (docs/performance.md)."""
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return  # not glibc: nothing to tune
+    m_mmap_threshold = -3
+    mallopt(ctypes.c_int(m_mmap_threshold), ctypes.c_int(256 * 1024))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    _return_freed_memory()
     try:
         if args.command == "scan" and args.target == "path":
             return _scan_path(args)
         if args.command == "scan" and args.target == "image":
             return _scan_image(args)
+        if args.command == "policy":
+            return _policy_command(args)
         raise UsageError(f"unknown command {args.command!r}")
     except Error as exc:
         print(f"kaudit: error: {exc.diagnostics()}", file=sys.stderr)
@@ -146,18 +196,20 @@ def _scan_path(args: argparse.Namespace) -> int:
     from kaudit.scan import Scanner, ScanOptions
 
     outputs = _outputs(args)
+    gate = _Gate.from_args(args, outputs)
     missing = [p for p in args.paths if not os.path.exists(p)]
     if missing:
         raise UsageError(f"no such file or directory: {', '.join(missing)}")
     show_progress = args.progress == "always" or (args.progress == "auto" and sys.stderr.isatty())
     with _progress(show_progress, args.paths, force=args.progress == "always") as advance:
         report = Scanner(ScanOptions(jobs=args.jobs)).scan_paths(args.paths, progress=advance)
+    result = gate.evaluate(report)
     for spec in outputs:
-        _write(spec, report)
+        _write(spec, report, result, args.merge_into)
     unreadable_roots = [f for f in report.findings if f.path in args.paths and f.kind is FindingKind.UNREADABLE]
     if unreadable_roots or (args.strict and report.findings):
         return EXIT_ERROR
-    return EXIT_OK
+    return gate.exit_code(result)
 
 
 def _outputs(args: argparse.Namespace) -> list[OutputSpec]:
@@ -175,6 +227,7 @@ def _scan_image(args: argparse.Namespace) -> int:
     from kaudit.walk.layers import Limits
 
     outputs = _outputs(args)
+    gate = _Gate.from_args(args, outputs)
     credentials = None
     if args.password_stdin or args.username:
         if not (args.password_stdin and args.username):
@@ -194,9 +247,10 @@ def _scan_image(args: argparse.Namespace) -> int:
     show_progress = args.progress == "always" or (args.progress == "auto" and sys.stderr.isatty())
     with _layer_progress(show_progress, force=args.progress == "always") as advance:
         report = scan_image(args.reference, options, progress=advance)
+    result = gate.evaluate(report)
     for spec in outputs:
-        _write(spec, report)
-    return EXIT_ERROR if args.strict and report.findings else EXIT_OK
+        _write(spec, report, result, args.merge_into)
+    return EXIT_ERROR if args.strict and report.findings else gate.exit_code(result)
 
 
 @contextmanager
@@ -225,22 +279,118 @@ def _layer_progress(enabled: bool, force: bool) -> Iterator[Callable[[int, int, 
         yield advance
 
 
-def _write(spec: OutputSpec, report: ScanReport) -> None:
-    if spec.format == "table":
+@dataclass
+class _Gate:
+    """The policy a scan is judged by (``--policy``), and the threshold that fails it (``--fail-on``)."""
+
+    policy: Policy | None
+    catalog: dict[str, RuleInfo]
+    threshold: Severity | None
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace, outputs: list[OutputSpec]) -> _Gate:
+        """Loaded before the scan starts, so a bad policy fails at once."""
+        if args.merge_into and not any(spec.format == "cyclonedx-json" for spec in outputs):
+            raise UsageError("--merge-into goes with -o cyclonedx-json")
+        needing = [spec.format for spec in outputs if format_class(spec.format).needs_policy]
+        if args.policy is None:
+            if needing or args.fail_on:
+                what = f"-o {needing[0]}" if needing else "--fail-on"
+                raise UsageError(f"{what} needs a policy: add --policy production (or experimental, or a file)")
+            return cls(None, {}, None)
+        from kaudit.policy.load import load_catalog, load_policy, resolve_policy
+        from kaudit.policy.model import Severity
+
+        catalog = load_catalog()
+        policy = load_policy(resolve_policy(args.policy), catalog)
+        return cls(policy, catalog, Severity(args.fail_on) if args.fail_on else policy.fail_on)
+
+    def evaluate(self, report: ScanReport) -> PolicyResult | None:
+        if self.policy is None:
+            return None
+        from kaudit.policy.engine import evaluate
+
+        return evaluate(report, self.policy, self.catalog)
+
+    def exit_code(self, result: PolicyResult | None) -> int:
+        if result is None or self.threshold is None:
+            return EXIT_OK
+        failing = result.failing(self.threshold)
+        if failing:
+            print(f"kaudit: policy {result.policy.name}: {len(failing)} enforced finding(s) at or above "
+                  f"{self.threshold.value}", file=sys.stderr)  # fmt: skip
+            return EXIT_GATE
+        return EXIT_OK
+
+
+def _policy_command(args: argparse.Namespace) -> int:
+    from kaudit.policy.load import available_policies, load_catalog, load_policy
+    from kaudit.policy.yamlfile import PolicyFileError
+
+    catalog = load_catalog()
+    if args.action == "list":
+        width = max(len(rule.title) for rule in catalog.values())
+        for rule in catalog.values():
+            print(f"{rule.id}  {rule.severity.value:<8}  {rule.title:<{width}}  {', '.join(rule.tags)}")
+        print("\npolicies: " + ", ".join(available_policies()))
+        return EXIT_OK
+    if args.action == "explain":
+        explained = catalog.get(args.rule.upper())
+        if explained is None:
+            raise UsageError(f"no rule {args.rule!r}; `kaudit policy list` shows them")
+        rule = explained
+        policies = {name: load_policy(path, catalog) for name, path in available_policies().items()}
+        print(f"{rule.id} {rule.name}: {rule.title}\nseverity: {rule.severity.value}   tags: {', '.join(rule.tags)}")
+        print(f"\nWhy it matters\n  {rule.rationale}\n\nHow to fix\n  {rule.remediation}\n\nIn the bundled policies")
+        for name, policy in policies.items():
+            setting = policy.setting(rule.id)
+            print(f"  {name}: {setting.mode.value}, {(setting.severity or rule.severity).value}")
+        return EXIT_OK
+    try:
+        policy = load_policy(Path(args.file), catalog)
+    except PolicyFileError as exc:
+        print(f"kaudit: invalid policy: {exc.diagnostics()}", file=sys.stderr)
+        return EXIT_GATE
+    fleet = ", ".join(gpu.name for gpu in policy.fleet_archs) or "none"
+    print(f"{args.file}: valid policy {policy.name!r} (fleet {fleet}; {len(policy.rules)} rule settings, "
+          f"{len(policy.exemptions)} exemptions)")  # fmt: skip
+    return EXIT_OK
+
+
+def _merge_base(path: str | None) -> dict[str, Any] | None:
+    if path is None:
+        return None
+    try:
+        with open(path, encoding="utf-8") as handle:
+            document = json.load(handle)
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"--merge-into {path}: cannot read a JSON SBOM: {exc}") from exc
+    if not isinstance(document, dict):
+        raise UsageError(f"--merge-into {path}: not a CycloneDX JSON SBOM")
+    return document
+
+
+def _write(spec: OutputSpec, report: ScanReport, policy: PolicyResult | None = None,
+           merge_into: str | None = None) -> None:  # fmt: skip
+    if spec.format == "cyclonedx-json" and merge_into is not None:
+        from kaudit.formats.cyclonedx import CycloneDxJson
+
+        renderer: Format = CycloneDxJson(_merge_base(merge_into))
+    elif spec.format == "table":
         from kaudit.formats.table import TableFormat
 
         color = spec.path is None and sys.stdout.isatty()
         width = os.get_terminal_size().columns if color else None
-        renderer: Format = TableFormat(width=width, color=color)
+        renderer = TableFormat(width=width, color=color)
     else:
         renderer = format_class(spec.format)()
     if spec.path is None:
-        renderer.write(report, sys.stdout)
+        renderer.write(report, sys.stdout, policy)
         sys.stdout.flush()
         return
     try:
         with open(spec.path, "w", encoding="utf-8") as handle:
-            renderer.write(report, handle)
+            renderer.write(report, handle, policy)
     except OSError as exc:
         raise UsageError(f"cannot write {spec.format} output to {spec.path}: {exc.strerror}") from exc
 

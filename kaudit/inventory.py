@@ -7,10 +7,17 @@ escapes a scan.
 
 from __future__ import annotations
 
-import sys
-from collections.abc import Callable
+import json
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
+from functools import cache
+from itertools import islice
+from operator import attrgetter
+from typing import TYPE_CHECKING, overload
+
+if TYPE_CHECKING:
+    import zstandard
 
 
 class Vendor(StrEnum):
@@ -70,15 +77,100 @@ class Kernel:
     max_threads: int | None = None
     """Launch-bounds limit on threads per block/work-group, where recorded."""
 
-    def __reduce__(self) -> tuple[Callable[..., Kernel], tuple[object, ...]]:
-        # Scan workers send hundreds of thousands of kernels back: a plain argument tuple pickles 3x faster, and
-        # names are interned on arrival (the same kernel recurs in every arch's object).
-        return _interned_kernel, (self.name, self.demangled, self.registers, self.sgprs, self.code_size,
-                                  self.shared_bytes, self.stack_bytes, self.max_threads)  # fmt: skip
+
+KERNEL_FIELDS = ("name", "demangled", "registers", "sgprs", "code_size", "shared_bytes", "stack_bytes", "max_threads")
+_kernel_values = attrgetter(*KERNEL_FIELDS)
 
 
-def _interned_kernel(name: str, demangled: str | None, *rest: int | None) -> Kernel:
-    return Kernel(sys.intern(name), sys.intern(demangled) if demangled else None, *rest)
+@cache
+def _compressor() -> zstandard.ZstdCompressor:
+    import zstandard  # imported on first use: the CLI starts without it
+
+    return zstandard.ZstdCompressor(level=3)
+
+
+@cache
+def _decompressor() -> zstandard.ZstdDecompressor:
+    import zstandard
+
+    return zstandard.ZstdDecompressor()
+
+
+class PackedKernels(Sequence[Kernel]):
+    """The kernels of one device code object, held as the JSON report's text for them, zstd-compressed.
+
+    An image of several GB holds hundreds of thousands of kernels: as objects they were most of a warm rescan's
+    time and of the scan's memory. Packed, they are written into reports and the layer cache as they are, and
+    decoded only when a kernel is looked at."""
+
+    __slots__ = ("kernel_count", "packed")
+
+    def __init__(self, packed: bytes, kernel_count: int) -> None:
+        self.packed = packed
+        self.kernel_count = kernel_count
+
+    @classmethod
+    def of(cls, kernels: Iterable[Kernel]) -> Sequence[Kernel]:
+        """``kernels`` packed; an empty tuple when there are none. Encoded a thousand at a time: one cubin can
+        hold tens of thousands of kernels, and their text whole is tens of MB."""
+        stream = _compressor().compressobj()
+        parts: list[bytes] = []
+        count = 0
+        iterator = iter(kernels)
+        while rows := [dict(zip(KERNEL_FIELDS, _kernel_values(k), strict=True)) for k in islice(iterator, 1024)]:
+            parts.append(stream.compress((", " if count else "[").encode() + json.dumps(rows)[1:-1].encode()))
+            count += len(rows)
+        if not count:
+            return ()
+        parts += [stream.compress(b"]"), stream.flush()]
+        return cls(b"".join(parts), count)
+
+    def json_text(self) -> str:
+        """The kernels as the report writes them: a JSON array of objects in :class:`Kernel` field order."""
+        return _decompressor().decompressobj().decompress(self.packed).decode()
+
+    def _decoded(self) -> tuple[Kernel, ...]:
+        rows = json.loads(self.json_text())
+        if not isinstance(rows, list) or len(rows) != self.kernel_count:
+            raise ValueError("packed kernels: not a list of the recorded length")
+        kernels = []
+        for row in rows:
+            if not isinstance(row, dict) or tuple(row) != KERNEL_FIELDS:
+                raise ValueError(f"packed kernels: {row!r:.80} is not a kernel record")
+            name, demangled, *counts = row.values()
+            if type(name) is not str or not (demangled is None or type(demangled) is str):
+                raise ValueError(f"packed kernels: {row!r:.80} has a name that is not text")
+            if not all(v is None or type(v) is int for v in counts):
+                raise ValueError(f"packed kernels: {row!r:.80} has counts that are not integers")
+            kernels.append(Kernel(**row))
+        return tuple(kernels)
+
+    def __len__(self) -> int:
+        return self.kernel_count
+
+    @overload
+    def __getitem__(self, index: int) -> Kernel: ...
+    @overload
+    def __getitem__(self, index: slice) -> tuple[Kernel, ...]: ...
+    def __getitem__(self, index: int | slice) -> Kernel | tuple[Kernel, ...]:
+        return self._decoded()[index]
+
+    def __iter__(self) -> Iterator[Kernel]:
+        return iter(self._decoded())
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, PackedKernels):
+            return self.kernel_count == other.kernel_count and self.json_text() == other.json_text()
+        return isinstance(other, Sequence) and self._decoded() == tuple(other)
+
+    def __hash__(self) -> int:
+        return hash(self._decoded())
+
+    def __repr__(self) -> str:
+        return f"PackedKernels({self.kernel_count} kernels, {len(self.packed)} bytes)"
+
+    def __reduce__(self) -> tuple[type[PackedKernels], tuple[bytes, int]]:
+        return PackedKernels, (self.packed, self.kernel_count)
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,7 +216,8 @@ class DeviceCode:
     """The clang offload bundle entry ID, for AMD code from bundles."""
     debug: bool = False
     """Built with device debug information (``-G``)."""
-    kernels: tuple[Kernel, ...] = ()
+    kernels: Sequence[Kernel] = ()
+    """A tuple, or :class:`PackedKernels` as the detectors and the layer cache produce them."""
     notes: tuple[str, ...] = ()
     """Things kaudit noticed while reading this object (e.g. why it is opaque)."""
 
@@ -292,6 +385,9 @@ class FirstUseSignal:
     evidence: str
     """Where it was seen: a path in the image, or ``env:NAME``."""
     detail: str
+    offline: bool = False
+    """The image configures it offline (``HF_HUB_OFFLINE=1`` for the kernels client): it serves what the image
+    carries instead of downloading."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,8 +1,9 @@
 """A per-layer result cache in the user's cache directory, keyed by the layer's digest.
 
-Base layers (CUDA, ROCm, PyTorch) are shared by many images; a layer walked once is not walked again. Entries
-are JSON — a header line with the analyzer version and the checksum of the result, then the result — written to
-a temporary file and renamed into place, so concurrent runs never see half an entry. An entry whose header,
+Base layers (CUDA, ROCm, PyTorch) are shared by many images; a layer walked once is not walked again. An entry is
+the result as JSON, then the blob of its packed kernels, then a header line with the analyzer version, the
+JSON's length and the checksum of both — written to a temporary file and renamed into place, so concurrent runs
+never see half an entry. An entry whose header,
 checksum or content does not check out is ignored and removed, never trusted.
 """
 
@@ -12,14 +13,13 @@ import contextlib
 import hashlib
 import json
 import os
-import sys
 import tempfile
 
 from kaudit import __version__
-from kaudit.serialize import CorruptRecord, StringTable, from_jsonable, json_up_to, to_jsonable
+from kaudit.serialize import CorruptRecord, KernelBlob, from_jsonable, json_up_to, to_jsonable
 from kaudit.walk.layers import LayerResult
 
-LAYER_FORMAT = 4
+LAYER_FORMAT = 5
 """Bumped whenever what a layer walk records changes, so older entries are not reused."""
 ANALYZER = f"kaudit {__version__} layer-format {LAYER_FORMAT}"
 
@@ -41,14 +41,14 @@ class LayerCache:
         algorithm, _, hex_digest = digest.partition(":")
         if algorithm != "sha256" or len(hex_digest) != 64 or not all(c in "0123456789abcdef" for c in hex_digest):
             raise ValueError(f"not a sha256 digest: {digest!r}")
-        return os.path.join(self.directory, f"sha256-{hex_digest}.json")
+        return os.path.join(self.directory, f"sha256-{hex_digest}.layer")
 
     def get(self, digest: str) -> LayerResult | None:
         """The cached result for ``digest``, or ``None`` (missing, stale or corrupt)."""
         try:
             path = self._path(digest)
             with open(path, "rb") as handle:
-                body, _newline, header_line = handle.read().rpartition(b"\n")
+                content, _newline, header_line = handle.read().rpartition(b"\n")
         except (OSError, ValueError):
             return None
         try:
@@ -57,17 +57,16 @@ class LayerCache:
                 not isinstance(header, dict)
                 or header.get("analyzer") != ANALYZER
                 or header.get("digest") != digest
-                or header.get("sha256") != hashlib.sha256(body).hexdigest()
+                or header.get("sha256") != hashlib.sha256(content).hexdigest()
+                or type(header.get("json_length")) is not int
+                or not 0 <= header["json_length"] < len(content)
             ):
                 raise CorruptRecord("header does not match")
+            body, blob = content[: header["json_length"]], content[header["json_length"] + 1 :]
             document = json.loads(body)
-            if not isinstance(document, dict) or not isinstance(document.get("strings"), list):
-                raise CorruptRecord("no string table")
-            if not all(isinstance(s, str) for s in document["strings"]):
-                raise CorruptRecord("string table holds a non-string")
-            # one string object per distinct name: kernels recur in every arch's object
-            strings = StringTable([sys.intern(s) for s in document["strings"]])
-            result = from_jsonable(LayerResult, document.get("result"), strings)
+            if not isinstance(document, dict):
+                raise CorruptRecord("not a layer record")
+            result = from_jsonable(LayerResult, document.get("result"), KernelBlob(blob))
             if result.digest != digest:
                 raise CorruptRecord("result is for another layer")
             return result
@@ -85,7 +84,7 @@ class LayerCache:
         try:
             path = self._path(result.digest)
             os.makedirs(self.directory, exist_ok=True)
-            fd, temporary = tempfile.mkstemp(dir=self.directory, prefix=".tmp-", suffix=".json")
+            fd, temporary = tempfile.mkstemp(dir=self.directory, prefix=".tmp-", suffix=".layer")
         except (OSError, ValueError):
             return
         try:
@@ -97,15 +96,21 @@ class LayerCache:
                     checksum.update(data)
                     handle.write(data)
 
-                strings = StringTable()
-                emit('{"result":' + json_up_to(result, "binaries", strings) + "[")
+                blob = KernelBlob()
+                emit('{"result":' + json_up_to(result, "binaries", blob) + "[")
                 for index, binary in enumerate(result.binaries):
-                    emit(("," if index else "") + json_up_to(binary, "device_code", strings) + "[")
+                    emit(("," if index else "") + json_up_to(binary, "device_code", blob) + "[")
                     for position, code in enumerate(binary.device_code):
-                        emit(("," if position else "") + json.dumps(to_jsonable(code, compact=strings)))
+                        emit(("," if position else "") + json.dumps(to_jsonable(code, blob)))
                     emit("]}")
-                emit(']},"strings":' + json.dumps(strings.strings) + "}")
-                header = {"analyzer": ANALYZER, "digest": result.digest, "sha256": checksum.hexdigest()}
+                emit("]}}")
+                json_length = handle.tell()
+                emit("\n")
+                for part in blob.parts:
+                    checksum.update(part)
+                    handle.write(part)
+                header = {"analyzer": ANALYZER, "digest": result.digest, "json_length": json_length,
+                          "sha256": checksum.hexdigest()}  # fmt: skip
                 handle.write(b"\n" + json.dumps(header).encode())
             os.replace(temporary, path)
         except OSError:

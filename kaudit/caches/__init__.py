@@ -30,6 +30,19 @@ class CacheView:
     env: dict[str, str] = field(default_factory=dict)
     resolve: Callable[[str], str] = lambda path: path
     layer_of: Callable[[str], LayerRef | None] = lambda path: None
+    digest_of: Callable[[str], str | None] = lambda path: None
+    """The sha256 (hex) of a file's content, where the walk hashed it; the path is resolved first."""
+
+    def files_under(self, directory: str) -> list[str]:
+        """File and symlink paths at or below ``directory``, sorted."""
+        prefix = directory.rstrip("/") + "/"
+        paths = self._paths
+        out = []
+        for path in paths[bisect.bisect_left(paths, prefix) :]:
+            if not path.startswith(prefix):
+                break
+            out.append(path)
+        return out
 
     @cached_property
     def _paths(self) -> list[str]:
@@ -48,12 +61,8 @@ class CacheView:
     def binaries_under(self, directory: str) -> list[GpuBinary]:
         """GPU binaries at or below ``directory``: its files (followed through the symlinks inside it, as hub
         snapshots point to blobs) and the device code embedded in them (pickles, compile artifacts)."""
-        prefix = directory.rstrip("/") + "/"
         found: dict[str, GpuBinary] = {}
-        paths = self._paths
-        for path in paths[bisect.bisect_left(paths, prefix) :]:
-            if not path.startswith(prefix):
-                break
+        for path in self.files_under(directory):
             binary = self.binaries.get(self.resolve(path)) or self.binaries.get(path)
             if binary is not None:
                 found[binary.path] = binary
@@ -118,6 +127,10 @@ def catalog(
         entry = image_view.files.get(path) or image_view.symlinks.get(path)
         return image_view.layers[entry[0]] if entry is not None and is_image else None
 
+    def digest_of(path: str) -> str | None:
+        entry = image_view.files.get(image_view.resolve(path))
+        return entry[1].sha256 if entry is not None else None
+
     view = CacheView(
         files=set(image_view.files),
         symlinks={path: target for path, (_layer, target) in image_view.symlinks.items()},
@@ -126,5 +139,6 @@ def catalog(
         env=env,
         resolve=image_view.resolve,
         layer_of=layer_of,
+        digest_of=digest_of,
     )
     return catalog_view(view)

@@ -43,7 +43,7 @@ def catalog(view: CacheView) -> Iterator[CacheEntry | FirstUseSignal]:
         path, version = installed["kernels"]
         state = "HF_HUB_OFFLINE is set in the image" if offline else "HF_HUB_OFFLINE is not set in the image"
         yield FirstUseSignal("kernels-client", path,
-                             f"kernels {version} downloads Hub kernels at first use; {state}")  # fmt: skip
+                             f"kernels {version} downloads Hub kernels at first use; {state}", offline)  # fmt: skip
     for name in ("flashinfer-python", "flashinfer"):
         if name in installed and not {"flashinfer-cubin", "flashinfer-jit-cache"} & installed.keys():
             path, version = installed[name]

@@ -10,6 +10,7 @@ Lock files come in two formats: the legacy list of ``{repo_id, sha, variants}`` 
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 import tomllib
@@ -85,6 +86,10 @@ def _cached_variants(view: CacheView) -> Iterator[CacheEntry]:
                         archs.append(cuda_arch(arch))
                 digest = metadata.get("digest")
                 details.append(("digest", "present" if isinstance(digest, dict) and digest.get("files") else "absent"))
+                if isinstance(digest, dict) and digest.get("files"):
+                    outcome, problems = _check_digest(view, directory, digest)
+                    details.append(("digest-check", outcome))
+                    notes.extend(problems)
                 if isinstance(metadata.get("version"), int):
                     details.append(("version", str(metadata["version"])))
         signed = any(p == f"{directory}/metadata.json.sigstore" for p in view.files | set(view.symlinks))
@@ -100,6 +105,37 @@ def _cached_variants(view: CacheView) -> Iterator[CacheEntry]:
             layer=view.layer_of(representative),
             notes=tuple(notes),
         )
+
+
+def _check_digest(view: CacheView, directory: str, digest: dict[str, Any]) -> tuple[str, list[str]]:
+    """Compare the variant's files with ``metadata.json``'s ``digest`` (kernels-data's ``Digest::hash_variant``:
+    every regular file but the top-level ``metadata.json``/``.sigstore`` and ``__pycache__``, standard base64 of
+    the sha256). Returns ``verified``, ``failed`` or ``unverifiable`` and what did not match."""
+    if digest.get("algorithm") != "sha256" or not isinstance(digest.get("files"), dict):
+        return "unverifiable", [f"metadata.json digest uses {digest.get('algorithm')!r}; kaudit checks sha256"]
+    expected: dict[str, Any] = digest["files"]
+    actual: dict[str, str | None] = {}
+    prefix = directory + "/"
+    for path in view.files_under(directory):
+        relative = path[len(prefix) :]
+        if relative in ("metadata.json", "metadata.json.sigstore") or "__pycache__" in relative.split("/"):
+            continue
+        hex_digest = view.digest_of(path)
+        actual[relative] = base64.b64encode(bytes.fromhex(hex_digest)).decode() if hex_digest else None
+    problems = []
+    for relative in sorted(expected.keys() | actual.keys()):
+        if relative not in actual:
+            problems.append(f"digest: {relative} is listed in metadata.json but missing")
+        elif relative not in expected:
+            problems.append(f"digest: {relative} is not listed in metadata.json")
+        elif actual[relative] is None:
+            problems.append(f"digest: {relative} was not hashed")
+        elif actual[relative] != expected[relative]:
+            problems.append(f"digest: {relative} does not match metadata.json (sha256 {actual[relative]})")
+    if not problems:
+        return "verified", []
+    outcome = "unverifiable" if all(p.endswith("was not hashed") for p in problems) else "failed"
+    return outcome, problems
 
 
 def _variant_text(view: CacheView, directory: str, name: str) -> str | None:

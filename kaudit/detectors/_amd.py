@@ -18,7 +18,7 @@ from kaudit.binfmt.hsaco import parse_hsaco
 from kaudit.demangle import demangle
 from kaudit.detectors.interface import Detection, Problem
 from kaudit.errors import LimitExceeded, MalformedBinary
-from kaudit.inventory import CodeKind, Compression, DeviceCode, FindingKind, Kernel, Vendor
+from kaudit.inventory import CodeKind, Compression, DeviceCode, FindingKind, Kernel, PackedKernels, Vendor
 
 BITCODE_MAGICS = (b"BC\xc0\xde", b"\xde\xc0\x17\x0b")
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
@@ -70,7 +70,7 @@ def hsaco_code(
         code_object_version=info.code_object_version,
         compiler=info.compiler,
         bundle_id=bundle_id,
-        kernels=tuple(
+        kernels=PackedKernels.of(
             Kernel(
                 name=k.name,
                 demangled=demangle(k.name),

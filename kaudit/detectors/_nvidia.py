@@ -13,7 +13,7 @@ from kaudit.binfmt.ptx import PtxInfo, parse_ptx, text_length
 from kaudit.demangle import demangle
 from kaudit.detectors.interface import Detection, Problem
 from kaudit.errors import LimitExceeded, MalformedBinary
-from kaudit.inventory import CodeKind, Compression, DeviceCode, FindingKind, Kernel, Vendor
+from kaudit.inventory import CodeKind, Compression, DeviceCode, FindingKind, Kernel, PackedKernels, Vendor
 
 
 def _sha256(data: bytes | memoryview) -> str:
@@ -49,7 +49,7 @@ def cubin_code(data: Buffer, stored: Stored) -> DeviceCode:
     accelerator = info.accelerator or bool(entry_flags & t.FLAG_ARCH_SPECIFIC)
     family = not accelerator and (info.family or bool(entry_flags & t.FLAG_FAMILY_SPECIFIC))
     arch = f"sm_{info.sm}{'a' if accelerator else 'f' if family else ''}"
-    kernels = tuple(
+    kernels = PackedKernels.of(
         Kernel(
             name=k.name,
             demangled=demangle(k.name),
@@ -106,7 +106,7 @@ def ptx_code(data: Buffer, stored: Stored) -> DeviceCode:
         identifier=stored.identifier,
         options=stored.options,
         debug=bool(stored.entry_flags & t.FLAG_DEBUG),
-        kernels=tuple(Kernel(name=k, demangled=demangle(k)) for k in info.kernels),
+        kernels=PackedKernels.of(Kernel(name=k, demangled=demangle(k)) for k in info.kernels),
     )
 
 

@@ -9,6 +9,10 @@ from kaudit.formats.interface import Format
 FORMATS: dict[str, str] = {
     "table": "kaudit.formats.table:TableFormat",
     "json": "kaudit.formats.json:JsonFormat",
+    "sarif": "kaudit.formats.sarif:SarifFormat",
+    "junit": "kaudit.formats.junit:JunitFormat",
+    "cyclonedx-json": "kaudit.formats.cyclonedx:CycloneDxJson",
+    "cyclonedx-xml": "kaudit.formats.cyclonedx:CycloneDxXml",
 }
 
 

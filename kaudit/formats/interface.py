@@ -1,11 +1,15 @@
-"""The output-format seam: each format renders a :class:`~kaudit.inventory.ScanReport` to text."""
+"""The output-format seam: each format renders a :class:`~kaudit.inventory.ScanReport` to text, with the policy
+evaluation when ``--policy`` was given."""
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from kaudit.inventory import ScanReport
+
+if TYPE_CHECKING:
+    from kaudit.policy.model import PolicyResult
 
 
 class Format(ABC):
@@ -14,11 +18,13 @@ class Format(ABC):
     name: str
     is_manifest: bool
     """True for machine-readable formats (safe to pipe); False for human-oriented ones."""
+    needs_policy: bool = False
+    """True for formats that report policy findings only (SARIF, JUnit)."""
 
     @abstractmethod
-    def render(self, report: ScanReport) -> str:
+    def render(self, report: ScanReport, policy: PolicyResult | None = None) -> str:
         """The whole document, ending with a newline."""
 
-    def write(self, report: ScanReport, stream: TextIO) -> None:
+    def write(self, report: ScanReport, stream: TextIO, policy: PolicyResult | None = None) -> None:
         """Write the document to ``stream``; formats that can stream override this."""
-        stream.write(self.render(report))
+        stream.write(self.render(report, policy))

@@ -7,13 +7,16 @@ thousands of kernels is never held twice in memory; the C JSON encoder does the 
 from __future__ import annotations
 
 import json
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from kaudit.formats.interface import Format
 from kaudit.inventory import GpuBinary, ScanReport
-from kaudit.serialize import json_up_to, to_jsonable
+from kaudit.serialize import device_code_json, json_up_to, to_jsonable
 
-SCHEMA_VERSION = "1.1"
+if TYPE_CHECKING:
+    from kaudit.policy.model import PolicyResult
+
+SCHEMA_VERSION = "1.2"
 SCHEMA_ID = "https://github.com/kaudit/kaudit/docs/schema/scan-report-v1.json"
 
 
@@ -29,11 +32,11 @@ def report_header(report: ScanReport) -> dict[str, Any]:
 
 
 def _write_binary(binary: GpuBinary, stream: TextIO) -> None:
-    """One binary, its device code objects written one at a time: a library such as libtorch_cuda holds
-    thousands of them and over a hundred thousand kernels, too much to hold as one JSON value."""
+    """One binary, its kernels written object by object: a library such as libtorch_cuda holds thousands of
+    device code objects and over a hundred thousand kernels, too much to hold as one JSON value."""
     stream.write(json_up_to(binary, "device_code") + "[")
-    for index, code in enumerate(binary.device_code):
-        stream.write(("" if index == 0 else ", ") + json.dumps(to_jsonable(code)))
+    for piece in device_code_json(binary.device_code):
+        stream.write(piece)
     stream.write("]}")
 
 
@@ -41,7 +44,7 @@ class JsonFormat(Format):
     name = "json"
     is_manifest = True
 
-    def write(self, report: ScanReport, stream: TextIO) -> None:
+    def write(self, report: ScanReport, stream: TextIO, policy: PolicyResult | None = None) -> None:
         header = json.dumps(report_header(report))
         stream.write(header[:-1] + ',\n"binaries": [')
         for index, binary in enumerate(report.binaries):
@@ -51,11 +54,25 @@ class JsonFormat(Format):
         for index, finding in enumerate(report.findings):
             stream.write(("\n" if index == 0 else ",\n") + json.dumps(to_jsonable(finding)))
         stream.write('\n],\n"caches": ' + json.dumps(to_jsonable(report.caches)))
-        stream.write(',\n"first_use": ' + json.dumps(to_jsonable(report.first_use)) + "}\n")
+        stream.write(',\n"first_use": ' + json.dumps(to_jsonable(report.first_use)))
+        if policy is not None:
+            stream.write(',\n"policy": ' + json.dumps(policy_record(policy)))
+        stream.write("}\n")
 
-    def render(self, report: ScanReport) -> str:
+    def render(self, report: ScanReport, policy: PolicyResult | None = None) -> str:
         import io
 
         buffer = io.StringIO()
-        self.write(report, buffer)
+        self.write(report, buffer, policy)
         return buffer.getvalue()
+
+
+def policy_record(policy: PolicyResult) -> dict[str, Any]:
+    return {
+        "name": policy.policy.name,
+        "source": policy.policy.source,
+        "fleet_archs": [gpu.name for gpu in policy.policy.fleet_archs],
+        "rules": [rule.id for rule in policy.rules],
+        "findings": [finding.record() for finding in policy.findings],
+        "notes": list(policy.notes),
+    }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.table import Table
@@ -10,6 +11,9 @@ from rich.text import Text
 
 from kaudit.formats.interface import Format
 from kaudit.inventory import ArchSummary, ScanReport
+
+if TYPE_CHECKING:
+    from kaudit.policy.model import PolicyResult
 
 
 def _archs(values: tuple[str, ...]) -> str:
@@ -42,7 +46,7 @@ class TableFormat(Format):
         self._width = width
         self._color = color
 
-    def render(self, report: ScanReport) -> str:
+    def render(self, report: ScanReport, policy: PolicyResult | None = None) -> str:
         buffer = io.StringIO()
         console = Console(file=buffer, width=self._width or 200, force_terminal=self._color, no_color=not self._color)
         image = report.image
@@ -102,4 +106,27 @@ class TableFormat(Format):
                 where = f" [{finding.location}]" if finding.location else ""
                 console.print(f"  {finding.kind.value}: {finding.path}{where}: {finding.reason}", highlight=False,
                               markup=False)  # fmt: skip
+        if policy is not None:
+            _policy_table(console, policy)
         return buffer.getvalue()
+
+
+def _policy_table(console: Console, result: PolicyResult) -> None:
+    fleet = ", ".join(gpu.name for gpu in result.policy.fleet_archs) or "no fleet archs"
+    if not result.findings:
+        console.print(f"Policy {result.policy.name} ({fleet}): no findings from {len(result.rules)} rules",
+                      highlight=False, markup=False)  # fmt: skip
+    else:
+        table = Table(title=Text(f"Policy {result.policy.name} ({fleet})"), title_justify="left")
+        for column in ("rule", "severity", "mode", "finding", "layer", "owner", "fix"):
+            table.add_column(column, overflow="fold", max_width=60 if column in ("finding", "fix") else 24)
+        for finding in result.findings:
+            violation = finding.violation
+            mode = finding.mode.value + (" (exempt)" if finding.exempted_by else "")
+            cells = [finding.rule.id, finding.severity.value, mode, violation.message,
+                     str(violation.layer.index) if violation.layer else "-",
+                     violation.owner.purl if violation.owner else "-", finding.fix]  # fmt: skip
+            table.add_row(*(Text(cell) for cell in cells))
+        console.print(table)
+    for note in result.notes:
+        console.print(f"  note: {note}", highlight=False, markup=False)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import json
 import os
 import posixpath
@@ -460,14 +461,18 @@ class _Spool(AbstractContextManager[tuple[Blob, str]]):
         self._file: tempfile._TemporaryFileWrapper[bytes] | None = None
 
     def __enter__(self) -> tuple[Blob, str]:
-        digest = hashlib.sha256(self._head)
         if self._size <= IN_MEMORY_LIMIT:
-            rest = self._stream.read(self._size - len(self._head))
-            digest.update(rest)
-            data = self._head + rest
-            if len(data) != self._size:
-                raise MalformedBinary(f"file is shorter ({len(data)} bytes) than its tar header says")
-            return BytesBlob(data), digest.hexdigest()
+            data = bytearray(self._size)  # filled in place: head + rest would hold the member twice
+            data[: len(self._head)] = self._head
+            filled = len(self._head)
+            view = memoryview(data)
+            stream = typing.cast(io.BufferedIOBase, self._stream)  # tar members and files are buffered readers
+            while filled < self._size and (count := stream.readinto(view[filled:])):
+                filled += count
+            if filled != self._size:
+                raise MalformedBinary(f"file is shorter ({filled} bytes) than its tar header says")
+            return BytesBlob(data), hashlib.sha256(data).hexdigest()
+        digest = hashlib.sha256(self._head)
         self._file = tempfile.NamedTemporaryFile(prefix="kaudit-member-")
         self._file.write(self._head)
         written = len(self._head)

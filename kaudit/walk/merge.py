@@ -28,12 +28,29 @@ class ImageView:
     packages: list[tuple[int, PackageFiles]] = field(default_factory=list)
     binaries: list[GpuBinary] = field(default_factory=list)
     removed_binaries: list[GpuBinary] = field(default_factory=list)
+    _directories: dict[str, str] = field(default_factory=dict, repr=False)
 
     def layer(self, index: int) -> LayerRef:
         return self.layers[index]
 
     def resolve(self, path: str) -> str:
-        """``path`` with every symlinked component followed inside the image (never outside its root)."""
+        """``path`` with every symlinked component followed inside the image (never outside its root).
+
+        Directories are resolved once: attribution resolves every file each package database lists."""
+        directory, _, name = path.rpartition("/")
+        if name in ("", ".", ".."):
+            return self._follow(path)[0]
+        parent = self._directories.get(directory)
+        if parent is None:
+            parent, looped = self._follow(directory)
+            if looped:
+                return self._follow(path)[0]
+            self._directories[directory] = parent
+        candidate = f"{parent}/{name}" if parent else name
+        return self._follow(path)[0] if candidate in self.symlinks else candidate
+
+    def _follow(self, path: str) -> tuple[str, bool]:
+        """``path`` resolved component by component, and whether a symlink loop stopped the walk."""
         parts = [p for p in path.split("/") if p]
         resolved: list[str] = []
         hops = 0
@@ -52,12 +69,12 @@ class ImageView:
                 continue
             hops += 1
             if hops > MAX_SYMLINK_HOPS:
-                return candidate  # a loop: stop where it started going round
+                return candidate, True  # a loop: stop where it started going round
             target = link[1]
             if target.startswith("/"):
                 resolved = []
             parts = [p for p in target.split("/") if p] + parts
-        return "/".join(resolved)
+        return "/".join(resolved), False
 
 
 def merge(results: list[LayerResult], layers: list[LayerRef], *, keep_removed: bool) -> ImageView:

@@ -13,7 +13,7 @@ import os
 from kaudit.binfmt.bounded import FileBlob
 from kaudit.caches import CacheView, catalog_view
 from kaudit.inventory import CacheEntry, FindingKind, FirstUseSignal, GpuBinary, ScanFinding
-from kaudit.walk.files import TreeListing
+from kaudit.walk.files import TreeListing, sha256_of
 from kaudit.walk.interest import Interest, classify, classify_content
 from kaudit.walk.layers import Examine, read_interesting
 
@@ -60,6 +60,23 @@ def catalog_tree(
         return os.path.normpath(os.path.join(root, os.path.relpath(real, real_root)))
 
     everything = {b.path: b for b in [*binaries, *embedded]}
-    view = CacheView(set(listing.files), listing.symlinks, texts, everything, resolve=resolve)
+
+    def digest_of(path: str) -> str | None:
+        """The file's sha256: from the device-code pass when it read the file, else read now (cache catalogers
+        ask only for the files of a Kernel Hub variant that lists digests)."""
+        real = resolve(path)
+        binary = everything.get(real) or everything.get(path)
+        if binary is not None:
+            return binary.sha256
+        try:
+            fd = os.open(real, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0))
+        except OSError:
+            return None
+        try:
+            return sha256_of(FileBlob(fd, os.fstat(fd).st_size))
+        finally:
+            os.close(fd)
+
+    view = CacheView(set(listing.files), listing.symlinks, texts, everything, resolve=resolve, digest_of=digest_of)
     entries, signals = catalog_view(view)
     return entries, signals, embedded, findings

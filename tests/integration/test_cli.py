@@ -51,7 +51,7 @@ def test_json_validates_and_several_outputs(tmp_path: Path) -> None:
         "object_count": 1,
     }  # fmt: skip
     assert by_name["_rocm_ops.so"]["gpu_runtimes"] == []
-    assert document["schema_version"] == "1.1" and document["stats"]["files_seen"] == 19
+    assert document["schema_version"] == "1.2" and document["stats"]["files_seen"] == 19
     assert {c["type"] for c in document["caches"]} == {"hf-kernel-hub", "triton"}
 
 

@@ -8,6 +8,7 @@ an H200, a hardlink, an opaque directory and a whiteout that deletes a GPU libra
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -114,6 +115,7 @@ def test_registry_image_by_tag(pushed: str, gpu_image: BuiltImage, registry: Reg
     mystery = binaries["opt/app/libmystery.so"]
     assert mystery["layer"]["index"] == 3 and mystery["layer"]["digest"] == gpu_image.layer_digests[3]
     assert any("owned by no package" in note for note in mystery["notes"])
+    assert mystery["sha256"] == hashlib.sha256(fixture_path("libk_nocomp.so").read_bytes()).hexdigest()
     assert binaries["opt/app/libmystery-link.so"]["sha256"] == mystery["sha256"]
     python = binaries["usr/local/lib/python3.11/site-packages/kdemo_ops/_C.so"]
     assert python["layer"]["created_by"] == "RUN pip install kdemo-ops"
@@ -180,7 +182,7 @@ def test_layer_cache_is_used_and_never_trusted_when_corrupt(gpu_image: BuiltImag
     shutil.copytree(gpu_image.layout, layout)
     cache = tmp_path / "cache"
     first = scan_json(f"oci:{layout}:v1", "--cache-dir", str(cache))
-    entries = sorted(cache.glob("sha256-*.json"))
+    entries = sorted(cache.glob("sha256-*.layer"))
     assert len(entries) == len(gpu_image.layer_digests)
     # damage a layer blob: a cached layer is not read again, an uncached scan refuses the blob
     blob = layout / "blobs" / "sha256" / gpu_image.layer_digests[3].split(":")[1]
@@ -191,7 +193,7 @@ def test_layer_cache_is_used_and_never_trusted_when_corrupt(gpu_image: BuiltImag
     refused = kaudit("scan", "image", f"oci:{layout}:v1", "--no-cache", "-o", "json")
     assert refused.returncode == 2 and "does not match" in refused.stderr and "Traceback" not in refused.stderr
     # a corrupt cache entry is ignored: the layer is walked again (and refused here, since the blob is damaged)
-    entry = cache / f"sha256-{gpu_image.layer_digests[3].split(':')[1]}.json"
+    entry = cache / f"sha256-{gpu_image.layer_digests[3].split(':')[1]}.layer"
     entry.write_bytes(entry.read_bytes()[:-50] + b"garbage")
     again = kaudit("scan", "image", f"oci:{layout}:v1", "--cache-dir", str(cache), "-o", "json")
     assert again.returncode == 2 and "does not match" in again.stderr

@@ -1,0 +1,27 @@
+"""The checks behind the rule catalog (``rules/*.yaml``), one module per concern, registered by name.
+
+``image.py`` (how the image is referenced), ``hub.py`` (Kernel Hub pins, digests, signatures), ``first_use.py``
+(kernels fetched when a pod starts), ``coverage.py`` (device code for the fleet's GPUs), ``ownership.py`` (GPU
+binaries no package installed), ``caches.py`` (runtime cache contents).
+"""
+
+from __future__ import annotations
+
+from kaudit.rules import caches, coverage, first_use, hub, image, ownership
+from kaudit.rules.interface import Check, RuleContext
+
+CHECKS: dict[str, Check] = {
+    "image-not-pinned": image.not_pinned,
+    "registry-not-allowed": image.registry_not_allowed,
+    "hub-floating-revision": hub.floating_revision,
+    "hub-integrity": hub.integrity,
+    "hub-unsigned": hub.unsigned,
+    "runtime-kernel-download": first_use.runtime_download,
+    "ptx-jit-at-first-use": coverage.ptx_only,
+    "no-code-for-fleet-arch": coverage.missing,
+    "unowned-gpu-binary": ownership.unowned,
+    "triton-native-launcher": caches.triton_launcher,
+    "cache-for-other-arch": caches.other_arch,
+}
+
+__all__ = ["CHECKS", "Check", "RuleContext"]
