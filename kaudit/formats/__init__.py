@@ -13,6 +13,7 @@ FORMATS: dict[str, str] = {
     "junit": "kaudit.formats.junit:JunitFormat",
     "cyclonedx-json": "kaudit.formats.cyclonedx:CycloneDxJson",
     "cyclonedx-xml": "kaudit.formats.cyclonedx:CycloneDxXml",
+    "html": "kaudit.formats.html:HtmlFormat",
 }
 
 

@@ -126,16 +126,8 @@ def _binary(binary: GpuBinary) -> Component:
     ])  # fmt: skip
     occurrence = Occurrence(location=binary.path,
                             additional_context=f"layer {layer.index} {layer.digest}" if layer else None)  # fmt: skip
-    component = Component(
-        type=ComponentType.LIBRARY if ".so" in posixpath.basename(binary.path) else ComponentType.FILE,
-        name=posixpath.basename(binary.path.split("!/")[-1]) or binary.path,
-        bom_ref=f"kaudit:file:{binary.path}",
-        hashes=_sha256(binary.sha256),
-        properties=properties,
-        evidence=ComponentEvidence(occurrences=[occurrence]),
-    )
-    for index, code in enumerate(binary.device_code):
-        component.components.add(Component(
+    children = [
+        Component(
             type=ComponentType.FILE,
             name=f"{code.arch or code.kind.value} {code.kind.value} #{index}",
             bom_ref=f"kaudit:file:{binary.path}#{index}",
@@ -147,8 +139,20 @@ def _binary(binary: GpuBinary) -> Component:
                 ("kaudit:gpu:kernel-count", str(len(code.kernels))), ("kaudit:gpu:location", code.location),
                 ("kaudit:gpu:toolkit", code.toolkit),
             ]),
-        ))  # fmt: skip
-    return component
+        )
+        for index, code in enumerate(binary.device_code)
+    ]  # fmt: skip
+    # children are given to the constructor: the library's sorted sets hash a component with all its nested
+    # components, and adding them one by one re-sorted (and re-hashed) the set every time
+    return Component(
+        type=ComponentType.LIBRARY if ".so" in posixpath.basename(binary.path) else ComponentType.FILE,
+        name=posixpath.basename(binary.path.split("!/")[-1]) or binary.path,
+        bom_ref=f"kaudit:file:{binary.path}",
+        hashes=_sha256(binary.sha256),
+        properties=properties,
+        evidence=ComponentEvidence(occurrences=[occurrence]),
+        components=children,
+    )
 
 
 def _cache_entry(entry: CacheEntry) -> Component:
@@ -172,6 +176,14 @@ def _cache_entry(entry: CacheEntry) -> Component:
 def build_bom(report: ScanReport) -> Bom:
     subject = _subject(report)
     identity = report.image.manifest_digest if report.image is not None else report.subject
+    binaries = {binary.path: _binary(binary) for binary in report.binaries}
+    packages: dict[str, Component] = {}
+    owned: dict[str, list[Component]] = {}
+    for binary in report.binaries:
+        if binary.owner is not None:
+            packages.setdefault(binary.owner.purl, _package(binary.owner))
+            owned.setdefault(binary.owner.purl, []).append(binaries[binary.path])
+    caches = [(entry, _cache_entry(entry)) for entry in report.caches]
     bom = Bom(
         serial_number=uuid.uuid5(SERIAL_NAMESPACE, f"{identity} kaudit {__version__}"),
         metadata=BomMetaData(
@@ -180,30 +192,16 @@ def build_bom(report: ScanReport) -> Bom:
             lifecycles=[PredefinedLifecycle(LifecyclePhase.POST_BUILD)],
             properties=_props([("kaudit:tool:version", __version__)]),
         ),
+        # all at once: the library keeps components in sorted sets, and one insertion at a time re-sorts them
+        components=[*binaries.values(), *packages.values(), *(component for _entry, component in caches)],
     )
     _index_dependencies(bom)
-    binaries: dict[str, Component] = {}
-    packages: dict[str, Component] = {}
-    owned: dict[str, list[Component]] = {}
-    for binary in report.binaries:
-        component = _binary(binary)
-        binaries[binary.path] = component
-        bom.components.add(component)
-        if binary.owner is not None:
-            if binary.owner.purl not in packages:
-                packages[binary.owner.purl] = _package(binary.owner)
-                bom.components.add(packages[binary.owner.purl])
-            owned.setdefault(binary.owner.purl, []).append(component)
     for purl, components in owned.items():
         bom.register_dependency(packages[purl], components)
-    cache_components = []
-    for entry in report.caches:
-        component = _cache_entry(entry)
-        bom.components.add(component)
-        cache_components.append(component)
+    for entry, component in caches:
         bom.register_dependency(component, [binaries[p] for p in entry.binaries if p in binaries])
     owned_paths = {b.path for b in report.binaries if b.owner is not None}
-    direct = [*packages.values(), *cache_components,
+    direct = [*packages.values(), *(component for _entry, component in caches),
               *(c for path, c in binaries.items() if path not in owned_paths)]  # fmt: skip
     bom.register_dependency(subject, direct)
     return bom

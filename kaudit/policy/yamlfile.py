@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from datetime import date
 from typing import Any
@@ -39,7 +40,15 @@ class Sequence(list[Any]):
 
 
 class _Loader(yaml.SafeLoader):
-    pass
+    """YAML 1.2 booleans: ``mode: off`` is the text "off", as a policy author means it, not ``False``."""
+
+
+_Loader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_Loader.add_implicit_resolver("tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
+                              list("tTfF"))  # fmt: skip
 
 
 def _mapping(loader: _Loader, node: yaml.MappingNode) -> Mapping:

@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 import pytest
 from cyclonedx.schema import OutputFormat, SchemaVersion
 from cyclonedx.validation import make_schemabased_validator
@@ -140,6 +141,16 @@ def gate_runs(
     return runs
 
 
+SCHEMA = json.loads((ROOT / "docs" / "schema" / "scan-report-v1.json").read_text())
+
+
+def test_json_reports_with_policy_validate(gate_runs: dict[str, tuple[subprocess.CompletedProcess[str], Path]]) -> None:
+    for name in ("good", "bad"):
+        document = json.loads((gate_runs[name][1] / "report.json").read_text())
+        jsonschema.validate(document, SCHEMA)
+        assert document["schema_version"] == "1.2" and document["policy"]["name"] == "gate-test"
+
+
 def _findings(out: Path) -> dict[str, list[dict[str, Any]]]:
     by_rule: dict[str, list[dict[str, Any]]] = {}
     for finding in json.loads((out / "report.json").read_text())["policy"]["findings"]:
@@ -211,6 +222,19 @@ def test_sarif_content(gate_runs: dict[str, tuple[subprocess.CompletedProcess[st
     assert len({r["partialFingerprints"]["primaryLocationLineHash"] for r in results}) == len(results)
 
 
+def test_sarif_validates_against_the_oasis_schema(
+    gate_runs: dict[str, tuple[subprocess.CompletedProcess[str], Path]], sarif_schema: dict[str, Any]
+) -> None:
+    validator = jsonschema.validators.validator_for(sarif_schema)(sarif_schema)
+    for name in ("good", "bad"):
+        document = json.loads((gate_runs[name][1] / "report.sarif").read_text())
+        errors = [f"{list(e.absolute_path)}: {e.message}" for e in validator.iter_errors(document)]
+        assert errors == [], name
+    broken = json.loads((gate_runs["bad"][1] / "report.sarif").read_text())
+    broken["runs"][0]["results"][0]["level"] = "fatal"
+    assert any("fatal" in e.message for e in validator.iter_errors(broken))  # the schema really is checked
+
+
 def test_junit_content(gate_runs: dict[str, tuple[subprocess.CompletedProcess[str], Path]]) -> None:
     bad = ET.parse(gate_runs["bad"][1] / "report.xml").getroot()
     good = ET.parse(gate_runs["good"][1] / "report.xml").getroot()
@@ -255,3 +279,36 @@ def test_cyclonedx_outputs_validate_and_describe_the_image(
     assert hub_props["kaudit:cache:type"] == "hf-kernel-hub" and hub_props["kaudit:cache:digest-check"] == "verified"
     assert hub["version"] == "68b1aec8171bcc79baa3a93071e44a2645bdef18"
     assert depends[hub["bom-ref"]], "the hub kernel links to its shared object"
+
+
+@pytest.mark.network
+def test_merge_into_syfts_sbom_links_packages_by_purl(
+    images: dict[str, tuple[str, BuiltImage]], syft: str, tmp_path: Path
+) -> None:
+    layout = images["good"][1].layout
+    syft_sbom = tmp_path / "syft.cdx.json"
+    offline = {"SYFT_CHECK_FOR_APP_UPDATE": "false", "HOME": str(tmp_path), "PATH": "/usr/bin"}
+    ran = subprocess.run([syft, "scan", f"oci-dir:{layout}", "-o", f"cyclonedx-json@1.6={syft_sbom}", "-q"],
+                         capture_output=True, text=True, timeout=300, env=offline)  # fmt: skip
+    assert ran.returncode == 0, ran.stderr
+    syft_doc = json.loads(syft_sbom.read_text())
+    merged_path = tmp_path / "merged.cdx.json"
+    run = kaudit("scan", "image", f"oci:{layout}", "--no-cache", "-o", f"cyclonedx-json={merged_path}",
+                 "--merge-into", str(syft_sbom))  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    text = merged_path.read_text()
+    assert JsonStrictValidator(SchemaVersion.V1_6).validate_str(text) is None
+    merged = json.loads(text)
+    assert merged["metadata"]["component"] == syft_doc["metadata"]["component"]
+    purls = [c.get("purl") for c in merged["components"]]
+    assert purls.count("pkg:pypi/kdemo-ops@1.0.0") == 1, "kaudit linked to Syft's package instead of adding its own"
+    syft_package = next(c for c in merged["components"] if c.get("purl") == "pkg:pypi/kdemo-ops@1.0.0")
+    depends = {d["ref"]: d.get("dependsOn", []) for d in merged["dependencies"]}
+    library = "kaudit:file:usr/local/lib/python3.11/site-packages/kdemo_ops/_C.so"
+    assert library in depends[syft_package["bom-ref"]]
+    assert any(c["bom-ref"] == library for c in merged["components"])
+    assert len(merged["components"]) > len(syft_doc["components"])
+    assert "kaudit" in {t["name"] for t in merged["metadata"]["tools"]["components"]}
+    refused = kaudit("scan", "image", f"oci:{layout}", "--no-cache", "-o", "cyclonedx-json=/dev/null",
+                     "--merge-into", str(tmp_path / "missing.json"))  # fmt: skip
+    assert refused.returncode == 2 and "--merge-into" in refused.stderr and "Traceback" not in refused.stderr
