@@ -142,3 +142,24 @@ def test_coverage_states() -> None:
     assert coverage(ArchSummary(sass_archs=("sm_80",)), hopper) is Coverage.MISSING
     assert coverage(ArchSummary(sass_archs=("sm_80",)), mi300) is None
     assert coverage(ArchSummary(gfx_targets=("gfx90a",)), mi300) is Coverage.MISSING
+
+
+def test_rules_judge_the_reference_a_pod_uses(tmp_path: Path) -> None:
+    """The webhook's form: the same report, judged for the reference a pod's container names."""
+    from dataclasses import replace
+
+    from kaudit.inventory import ImageInfo
+
+    digest = "sha256:" + "ab" * 32
+    report = replace(scan(fixture_path("kern_sm_80.cubin")),
+                     image=ImageInfo("registry.example.com/team/app@" + digest, digest, "linux/amd64", ()))  # fmt: skip
+    policy = load_policy(_policy(tmp_path, "registries: [registry.example.com]\n"), CATALOG)
+    pod = {"containers": [{"name": "server", "image": "mirror.example.org/team/app:v1"}]}
+    by_digest = evaluate(report, policy, CATALOG)
+    assert not [f for f in by_digest.findings if f.rule.id in ("KA101", "KA102")]
+    as_deployed = evaluate(report, policy, CATALOG, pod=pod, image_reference="mirror.example.org/team/app:v1")
+    (unpinned,) = [f for f in as_deployed.findings if f.rule.id == "KA101"]
+    assert unpinned.violation.subject == "mirror.example.org/team/app:v1"
+    assert unpinned.fix == f"reference the image as mirror.example.org/team/app@{digest}"
+    (registry,) = [f for f in as_deployed.findings if f.rule.id == "KA102"]
+    assert "mirror.example.org" in registry.violation.message
