@@ -113,6 +113,19 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("rule", metavar="RULE", help="a rule id such as KA101")
     validate = actions.add_parser("validate", help="check a policy file; errors carry line numbers")
     validate.add_argument("file", metavar="FILE", help="the policy YAML file")
+
+    webhook = commands.add_parser("webhook", help="the validating admission webhook")
+    webhook_actions = webhook.add_subparsers(dest="action", required=True, parser_class=_Parser)
+    serve = webhook_actions.add_parser(
+        "serve",
+        help="run the webhook for development (Flask's server; production runs gunicorn, see docs/webhook.md)",
+    )
+    serve.add_argument("--policy", default="production", metavar="NAME|FILE", help="the policy (default production)")
+    serve.add_argument("--reports", required=True, metavar="DIR", help="the report store: sha256-<hex>.json files")
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    serve.add_argument("--port", type=_positive_int, default=8443, help="port (default 8443)")
+    serve.add_argument("--cert", help="TLS certificate (PEM); with --key, serve HTTPS (the API server needs it)")
+    serve.add_argument("--key", help="TLS private key (PEM)")
     return parser
 
 
@@ -178,6 +191,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _scan_image(args)
         if args.command == "policy":
             return _policy_command(args)
+        if args.command == "webhook":
+            return _webhook_serve(args)
         raise UsageError(f"unknown command {args.command!r}")
     except Error as exc:
         print(f"kaudit: error: {exc.diagnostics()}", file=sys.stderr)
@@ -321,6 +336,21 @@ class _Gate:
                   f"{self.threshold.value}", file=sys.stderr)  # fmt: skip
             return EXIT_GATE
         return EXIT_OK
+
+
+def _webhook_serve(args: argparse.Namespace) -> int:
+    """The same application gunicorn serves, on Flask's development server."""
+    if bool(args.cert) != bool(args.key):
+        raise UsageError("--cert and --key go together")
+    if not os.path.isdir(args.reports):
+        raise UsageError(f"--reports {args.reports} is not a directory")
+    from webhook.app import create_app
+    from webhook.tls import ReloadingContext
+
+    app = create_app(args.policy, args.reports)
+    context = ReloadingContext(args.cert, args.key).current if args.cert else None
+    app.run(host=args.host, port=args.port, ssl_context=context, threaded=True)
+    return EXIT_OK
 
 
 def _policy_command(args: argparse.Namespace) -> int:

@@ -1,5 +1,4 @@
-"""The kaudit validating admission webhook (Flask, served by gunicorn over TLS).
-
-It reuses kaudit's inventory and rules; the library never imports this package. The application itself arrives
-with the webhook work: until then this package holds nothing to run.
+"""The kaudit validating admission webhook: a Flask application (``app.py``) served by gunicorn over TLS
+(``gunicorn_conf.py``, ``tls.py``), deciding AdmissionReviews (``review.py``) with kaudit's policy engine and rules
+over the admission reports in a report store (``store.py``). The kaudit library never imports this package.
 """

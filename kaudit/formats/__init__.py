@@ -14,6 +14,7 @@ FORMATS: dict[str, str] = {
     "cyclonedx-json": "kaudit.formats.cyclonedx:CycloneDxJson",
     "cyclonedx-xml": "kaudit.formats.cyclonedx:CycloneDxXml",
     "html": "kaudit.formats.html:HtmlFormat",
+    "admission": "kaudit.formats.admission:AdmissionFormat",
 }
 
 

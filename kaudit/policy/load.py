@@ -88,7 +88,9 @@ def load_policy(path: Path, catalog: dict[str, RuleInfo]) -> Policy:
         raise UsageError(f"cannot read policy {path}: {exc}") from exc
     fields = Fields(load(text, source), source, "a policy")
     fields.only("apiVersion", "kind", "name", "description", "fleet", "signers", "registries", "defaults", "rules",
-                "exemptions")  # fmt: skip
+                "exemptions", "admission")  # fmt: skip
+    admission = Fields(fields.mapping_of("admission"), source, "admission", fields.mapping.line_of("admission"))
+    admission.only("exempt-namespaces", "missing-report")
     _header(fields, "Policy")
     fleet = Fields(fields.mapping_of("fleet"), source, "fleet", fields.mapping.line_of("fleet"))
     fleet.only("archs")
@@ -136,6 +138,8 @@ def load_policy(path: Path, catalog: dict[str, RuleInfo]) -> Policy:
         rules=settings,
         exemptions=tuple(exemptions),
         fail_on=Severity(defaults.choice("fail-on", _SEVERITIES, "high")),
+        exempt_namespaces=admission.texts("exempt-namespaces"),
+        missing_report=Mode(admission.choice("missing-report", ["enforce", "warn", "audit"], "enforce")),
         source=source,
     )
 

@@ -117,7 +117,12 @@ class Policy:
     """Per-rule settings; a rule not named here runs in ``default_mode`` at its catalog severity."""
     exemptions: tuple[Exemption, ...] = ()
     fail_on: Severity = Severity.HIGH
-    """The gate's default threshold (``--fail-on`` overrides it)."""
+    """The gate's default threshold (``--fail-on`` overrides it); admission denies at the same threshold."""
+    exempt_namespaces: tuple[str, ...] = ()
+    """Namespaces (by name, never by label) the admission webhook admits without judging; each is logged."""
+    missing_report: Mode = Mode.ENFORCE
+    """Admission of an image with no scan report: deny (``enforce``), admit with a warning (``warn``) or an audit
+    annotation (``audit``)."""
     source: str = ""
 
     def setting(self, rule: str) -> RuleSetting:

@@ -2,12 +2,12 @@
 
 ``image.py`` (how the image is referenced), ``hub.py`` (Kernel Hub pins, digests, signatures), ``first_use.py``
 (kernels fetched when a pod starts), ``coverage.py`` (device code for the fleet's GPUs), ``ownership.py`` (GPU
-binaries no package installed), ``caches.py`` (runtime cache contents).
+binaries no package installed), ``caches.py`` (runtime cache contents), ``pod.py`` (admission only).
 """
 
 from __future__ import annotations
 
-from kaudit.rules import caches, coverage, first_use, hub, image, ownership
+from kaudit.rules import caches, coverage, first_use, hub, image, ownership, pod
 from kaudit.rules.interface import Check, RuleContext
 
 CHECKS: dict[str, Check] = {
@@ -22,6 +22,10 @@ CHECKS: dict[str, Check] = {
     "unowned-gpu-binary": ownership.unowned,
     "triton-native-launcher": caches.triton_launcher,
     "cache-for-other-arch": caches.other_arch,
+    "pod-env-first-use": pod.env_first_use,
+    "pod-shared-writable-cache": pod.shared_writable_cache,
+    "pod-gpu-missing-code": pod.gpu_missing_code,
+    "pod-gpu-ptx-only": pod.gpu_ptx_only,
 }
 
 __all__ = ["CHECKS", "Check", "RuleContext"]

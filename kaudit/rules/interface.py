@@ -23,6 +23,8 @@ class RuleContext:
     """The pod spec under admission (``spec`` of a Pod), or ``None`` in CI."""
     image_reference: str | None = None
     """The image reference as written where it is used (a pod's ``image:``); defaults to the report's subject."""
+    container: Mapping[str, Any] | None = None
+    """The container of ``pod`` that runs the image, for admission."""
 
     @cached_property
     def cached_paths(self) -> frozenset[str]:

@@ -1,0 +1,78 @@
+"""The report store: kaudit's admission reports, one per image manifest digest, in a directory.
+
+Files are named ``sha256-<hex>.json`` (a ConfigMap key cannot hold ':'), written by ``kaudit scan image REF -o
+admission=...``; the directory is usually a ConfigMap, Secret or volume mounted read-only. Reports are read when
+first asked for and again when the file changes (a mounted ConfigMap is updated in place by the kubelet); a file
+that is not a valid admission report is treated as missing, and logged.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import threading
+
+from kaudit.formats.admission import read_admission_report
+from kaudit.inventory import ScanReport
+from kaudit.serialize import CorruptRecord
+
+log = logging.getLogger("kaudit.webhook")
+_DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
+MAX_REPORT_BYTES = 64 << 20
+
+
+class ReportStore:
+    def __init__(self, directory: str) -> None:
+        self.directory = directory
+        self._lock = threading.Lock()
+        self._cache: dict[str, tuple[float, int, ScanReport | None]] = {}
+
+    def get(self, digest: str) -> ScanReport | None:
+        """The report for the image with manifest ``digest``, or ``None``."""
+        if not _DIGEST.match(digest):
+            return None
+        path = os.path.join(self.directory, f"sha256-{digest.split(':', 1)[1]}.json")
+        try:
+            status = os.stat(path)
+        except OSError:
+            return None
+        with self._lock:
+            cached = self._cache.get(digest)
+            if cached is not None and cached[:2] == (status.st_mtime, status.st_size):
+                return cached[2]
+        report = self._read(path, digest, status.st_size)
+        with self._lock:
+            self._cache[digest] = (status.st_mtime, status.st_size, report)
+        return report
+
+    def _read(self, path: str, digest: str, size: int) -> ScanReport | None:
+        if size > MAX_REPORT_BYTES:
+            log.error("report store: %s is %d bytes, over the %d-byte limit; ignored", path, size, MAX_REPORT_BYTES)
+            return None
+        try:
+            with open(path, "rb") as handle:
+                report = read_admission_report(handle.read())
+        except (OSError, CorruptRecord) as exc:
+            log.error("report store: %s is not a kaudit admission report (%s); ignored", path, exc)
+            return None
+        if report.image is None or report.image.manifest_digest != digest:
+            log.error("report store: %s describes %s, not %s; ignored", path,
+                      report.image.manifest_digest if report.image else "no image", digest)  # fmt: skip
+            return None
+        return report
+
+    def digest_for(self, reference: str) -> str | None:
+        """The manifest digest of a stored report whose image was scanned as ``reference`` (to tell a tag's user
+        which digest to pin), or ``None``."""
+        try:
+            names = sorted(os.listdir(self.directory))
+        except OSError:
+            return None
+        for name in names:
+            match = re.fullmatch(r"sha256-([0-9a-f]{64})\.json", name)
+            if match:
+                report = self.get(f"sha256:{match.group(1)}")
+                if report is not None and report.image is not None and report.image.reference == reference:
+                    return report.image.manifest_digest
+        return None
