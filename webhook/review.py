@@ -138,8 +138,8 @@ class Reviewer:
             message = f"{image} names a tag, which can move: replicas may run different images"
             decision.findings.append(self._synthetic("KA101", message, subject, fix))
         if report is None:
-            if reference.digest is not None:
-                self._missing_report(decision, subject, reference.digest)
+            # a tag names no content: its kernels are as unknown as those of an image nobody scanned
+            self._missing_report(decision, subject, reference.digest)
             return
         result = evaluate(report, self.policy, self.catalog, pod=pod, image_reference=image, container=container)
         for finding in result.findings:
@@ -148,15 +148,19 @@ class Reviewer:
                 finding = replace(finding, violation=replace(violation, subject=subject))
             decision.findings.append(finding)
 
-    def _missing_report(self, decision: Decision, subject: str, digest: str) -> None:
-        text = (f"{subject}: no kaudit scan report for {digest} in the report store, so its kernels are unknown. "
-                f"Fix: scan it (`kaudit scan image ... -o admission=sha256-{digest.split(':', 1)[1]}.json`) and add "
-                "the report to the store")  # fmt: skip
+    def _missing_report(self, decision: Decision, subject: str, digest: str | None) -> None:
+        if digest is None:
+            text = f"{subject}: a tag cannot be matched to a kaudit scan report, so its kernels are unknown"
+        else:
+            text = (f"{subject}: no kaudit scan report for {digest} in the report store, so its kernels are unknown. "
+                    f"Fix: scan it (`kaudit scan image ... -o admission=sha256-{digest.split(':', 1)[1]}.json`) "
+                    "and add the report to the store")  # fmt: skip
         mode = self.policy.missing_report
         if mode is Mode.ENFORCE:
             decision.denials.append(text)
         elif mode is Mode.WARN:
-            decision.warnings.append(text[:WARNING_LIMIT])
+            container = subject.split(" ", 1)[0]
+            decision.warnings.append(f"{container}: no kaudit scan report for its image; its kernels are unknown")
         else:
             decision.audit[f"missing-report-{len(decision.audit)}"] = text[:1000]
 

@@ -1,0 +1,68 @@
+"""The webhook's decisions without a server: reports, modes and the policy's choices for unknown images."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from kaudit.formats.admission import AdmissionFormat, read_admission_report
+from kaudit.inventory import ImageInfo
+from kaudit.policy.load import load_catalog, load_policy
+from tests.conftest import fixture_path, scan
+from webhook.review import Reviewer, response
+from webhook.store import ReportStore
+
+CATALOG = load_catalog()
+DIGEST = "sha256:" + "ab" * 32
+
+
+def _reviewer(tmp_path: Path, body: str) -> Reviewer:
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("apiVersion: kaudit.dev/v1\nkind: Policy\nname: t\nfleet:\n  archs: [sm_80]\n" + body)
+    store = tmp_path / "reports"
+    store.mkdir()
+    report = replace(scan(fixture_path("kern_sm_80.cubin")),
+                     image=ImageInfo("registry.example.com/app:v1", DIGEST, "linux/amd64", ()))  # fmt: skip
+    (store / f"sha256-{'ab' * 32}.json").write_text(AdmissionFormat().render(report))
+    (store / f"sha256-{'cd' * 32}.json").write_text("{not json")
+    return Reviewer(load_policy(policy, CATALOG), CATALOG, ReportStore(str(store)))
+
+
+def _request(image: str, namespace: str = "team") -> dict[str, Any]:
+    return {"uid": "u1", "namespace": namespace, "operation": "CREATE",
+            "object": {"kind": "Pod", "spec": {"containers": [{"name": "c", "image": image}]}}}  # fmt: skip
+
+
+def test_admission_report_round_trip(tmp_path: Path) -> None:
+    report = scan(fixture_path("libk_plain.so"))
+    restored = read_admission_report(AdmissionFormat().render(report))
+    assert restored.binaries[0].loadable == report.binaries[0].loadable and restored.binaries[0].device_code == ()
+
+
+def test_unknown_content_follows_missing_report(tmp_path: Path) -> None:
+    rules = "rules:\n  KA101: {mode: warn}\n  KA401: {mode: off}\n"
+    enforcing = _reviewer(tmp_path / "a", rules + "admission:\n  missing-report: enforce\n")
+    tag = enforcing.review(_request("registry.example.com/app:v1"))
+    assert not tag.allowed and "a tag cannot be matched to a kaudit scan report" in tag.message
+    assert any(w.startswith("KA101 spec.containers[c]") for w in tag.warnings)
+    corrupt = enforcing.review(_request("registry.example.com/app@sha256:" + "cd" * 32))
+    assert not corrupt.allowed and "no kaudit scan report" in corrupt.message  # an unreadable report is no report
+    assert enforcing.review(_request(f"registry.example.com/app@{DIGEST}")).allowed
+    warning = _reviewer(tmp_path / "b", rules + "admission:\n  missing-report: warn\n")
+    decision = warning.review(_request("registry.example.com/app@sha256:" + "ef" * 32))
+    assert decision.allowed and any("no kaudit scan report" in w for w in decision.warnings)
+    audit = _reviewer(tmp_path / "c", rules + "admission:\n  missing-report: audit\n")
+    decision = audit.review(_request("registry.example.com/app@sha256:" + "ef" * 32))
+    assert decision.allowed and not decision.warnings and any("missing-report" in k for k in decision.audit)
+    body = response({"uid": "u1"}, decision)
+    assert body["response"]["uid"] == "u1" and body["response"]["auditAnnotations"]
+
+
+def test_exempt_namespace_by_name_only(tmp_path: Path) -> None:
+    reviewer = _reviewer(tmp_path, "admission:\n  exempt-namespaces: [sandbox]\n")
+    assert reviewer.review(_request("registry.example.com/app:v1", "sandbox")).exempt
+    labelled = _request("registry.example.com/app:v1")
+    labelled["object"]["metadata"] = {"labels": {"kaudit.dev/exempt": "true"}, "namespace": "sandbox"}
+    assert not reviewer.review(labelled).allowed
