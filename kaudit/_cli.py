@@ -7,6 +7,7 @@ problem met while scanning).
 from __future__ import annotations
 
 import argparse
+import base64
 import ctypes
 import json
 import os
@@ -114,6 +115,29 @@ def build_parser() -> argparse.ArgumentParser:
     validate = actions.add_parser("validate", help="check a policy file; errors carry line numbers")
     validate.add_argument("file", metavar="FILE", help="the policy YAML file")
 
+    sign = commands.add_parser("sign", help="sign what kaudit attests")
+    sign_targets = sign.add_subparsers(dest="target", required=True, parser_class=_Parser)
+    sign_cache = sign_targets.add_parser(
+        "cache", help="sign a kernel cache directory's manifest of file digests (OpenSSF model-signing format)"
+    )
+    sign_cache.add_argument("directory", metavar="DIR", help="the cache directory (Triton, Kernel Hub, ...)")
+    sign_cache.add_argument("--key", required=True, metavar="KEY.pem", help="EC private key (PEM, unencrypted)")
+    sign_cache.add_argument(
+        "--signature", metavar="FILE", help="where to write the bundle (default DIR/kaudit-cache.sig)"
+    )
+    verify = commands.add_parser("verify", help="verify what kaudit or upstream signed")
+    verify_targets = verify.add_subparsers(dest="target", required=True, parser_class=_Parser)
+    verify_cache = verify_targets.add_parser("cache", help="verify a signed kernel cache directory, file by file")
+    verify_cache.add_argument("directory", metavar="DIR")
+    verify_cache.add_argument("--signature", metavar="FILE", help="the bundle (default DIR/kaudit-cache.sig)")
+    verify_cache.add_argument("--key", metavar="PUB.pem", help="verify with this EC public key (key-signed caches)")
+    verify_cache.add_argument("--identity", help="keyless: the signer's certificate identity (a glob, full match)")
+    verify_cache.add_argument("--issuer", help="keyless: the signer's OIDC issuer (a glob, full match)")
+    verify_cache.add_argument("--policy", metavar="NAME|FILE", help="keyless: trust the signers of this policy")
+    verify_cache.add_argument(
+        "--trust-config", metavar="FILE", help="keyless: a Sigstore trusted_root.json or ClientTrustConfig"
+    )
+
     webhook = commands.add_parser("webhook", help="the validating admission webhook")
     webhook_actions = webhook.add_subparsers(dest="action", required=True, parser_class=_Parser)
     serve = webhook_actions.add_parser(
@@ -193,6 +217,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _policy_command(args)
         if args.command == "webhook":
             return _webhook_serve(args)
+        if args.command in ("sign", "verify"):
+            return _cache_signature(args)
         raise UsageError(f"unknown command {args.command!r}")
     except Error as exc:
         print(f"kaudit: error: {exc.diagnostics()}", file=sys.stderr)
@@ -336,6 +362,52 @@ class _Gate:
                   f"{self.threshold.value}", file=sys.stderr)  # fmt: skip
             return EXIT_GATE
         return EXIT_OK
+
+
+def _cache_signature(args: argparse.Namespace) -> int:
+    from kaudit.policy.model import TrustedIdentity
+    from kaudit.signing import cache
+    from kaudit.signing.trust import SignatureError
+
+    directory = Path(args.directory)
+    if not directory.is_dir():
+        raise UsageError(f"{directory} is not a directory")
+    signature = Path(args.signature) if args.signature else cache.default_signature(directory)
+    if args.command == "sign":
+        bundle = cache.sign_with_key(directory, _read(args.key), signature)
+        count = len(json.loads(base64.b64decode(bundle["dsseEnvelope"]["payload"]))["predicate"]["resources"])
+        print(f"signed {count} files of {directory} into {signature}")
+        return EXIT_OK
+    if args.key and (args.identity or args.issuer or args.policy):
+        raise UsageError("--key verifies key-signed caches; --identity/--issuer/--policy keyless ones: choose one")
+    signers: list[TrustedIdentity] = []
+    trust_config = args.trust_config
+    if args.identity or args.issuer:
+        if not (args.identity and args.issuer):
+            raise UsageError("--identity and --issuer go together")
+        signers.append(TrustedIdentity(args.issuer, args.identity))
+    if args.policy:
+        from kaudit.policy.load import load_catalog, load_policy, resolve_policy
+
+        policy = load_policy(resolve_policy(args.policy), load_catalog())
+        signers += policy.trusted_identities
+        trust_config = trust_config or policy.trust_config
+    try:
+        verified = cache.verify(directory, signature, public_key_pem=_read(args.key) if args.key else None,
+                                signers=signers, trust_config=trust_config)  # fmt: skip
+    except SignatureError as exc:
+        print(f"kaudit: NOT verified: {exc.diagnostics()}", file=sys.stderr)
+        return EXIT_GATE
+    print(f"verified {len(verified)} files of {directory} against {signature}")
+    return EXIT_OK
+
+
+def _read(path: str) -> bytes:
+    try:
+        with open(path, "rb") as handle:
+            return handle.read()
+    except OSError as exc:
+        raise UsageError(f"cannot read {path}: {exc.strerror}") from exc
 
 
 def _webhook_serve(args: argparse.Namespace) -> int:

@@ -92,8 +92,13 @@ def _cached_variants(view: CacheView) -> Iterator[CacheEntry]:
                     notes.extend(problems)
                 if isinstance(metadata.get("version"), int):
                     details.append(("version", str(metadata["version"])))
-        signed = any(p == f"{directory}/metadata.json.sigstore" for p in view.files | set(view.symlinks))
-        details.append(("signature", "present" if signed else "absent"))
+        signature = _variant_text(view, directory, "metadata.json.sigstore")
+        details.append(("signature", "present" if signature is not None else "absent"))
+        if signature is not None and metadata_text is not None:
+            # verified by the policy (KA203), which knows the trusted signers: the bundle and what it signs
+            metadata_digest = view.digest_of(f"{directory}/metadata.json")
+            if metadata_digest is not None:
+                details += [("signature-bundle", signature), ("metadata-sha256", metadata_digest)]
         representative = binaries[0].path if binaries else next(iter(sorted(view.files)), "")
         yield CacheEntry(
             type="hf-kernel-hub",

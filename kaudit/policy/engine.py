@@ -18,13 +18,14 @@ def evaluate(
     pod: Mapping[str, Any] | None = None,
     image_reference: str | None = None,
     container: Mapping[str, Any] | None = None,
+    trust_config: str | None = None,
     today: date | None = None,
 ) -> PolicyResult:
     """Every rule of ``catalog`` that ``policy`` does not switch off, over ``report`` (and ``pod``)."""
     from kaudit.rules import CHECKS, RuleContext
 
     today = today or date.today()
-    context = RuleContext(report, policy, pod, image_reference, container)
+    context = RuleContext(report, policy, pod, image_reference, container, trust_config)
     image = context.reference or report.subject
     notes = [f"exemption for {e.rule} expired on {e.expires} and no longer applies ({e.reason})"
              for e in policy.exemptions if e.expired(today)]  # fmt: skip

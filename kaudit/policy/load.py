@@ -88,7 +88,7 @@ def load_policy(path: Path, catalog: dict[str, RuleInfo]) -> Policy:
         raise UsageError(f"cannot read policy {path}: {exc}") from exc
     fields = Fields(load(text, source), source, "a policy")
     fields.only("apiVersion", "kind", "name", "description", "fleet", "signers", "registries", "defaults", "rules",
-                "exemptions", "admission")  # fmt: skip
+                "exemptions", "admission", "trust-config")  # fmt: skip
     admission = Fields(fields.mapping_of("admission"), source, "admission", fields.mapping.line_of("admission"))
     admission.only("exempt-namespaces", "missing-report")
     _header(fields, "Policy")
@@ -133,6 +133,7 @@ def load_policy(path: Path, catalog: dict[str, RuleInfo]) -> Policy:
         description=fields.optional_text("description") or "",
         fleet_archs=tuple(archs),
         trusted_identities=tuple(signers),
+        trust_config=_relative_to(path, fields.optional_text("trust-config")),
         allowed_registries=fields.texts("registries"),
         default_mode=Mode(defaults.choice("mode", _MODES, "enforce")),
         rules=settings,
@@ -142,6 +143,11 @@ def load_policy(path: Path, catalog: dict[str, RuleInfo]) -> Policy:
         missing_report=Mode(admission.choice("missing-report", ["enforce", "warn", "audit"], "enforce")),
         source=source,
     )
+
+
+def _relative_to(policy: Path, target: str | None) -> str | None:
+    """A path written in a policy, relative to the policy's directory."""
+    return None if target is None else str(policy.parent / target)
 
 
 def _header(fields: Fields, kind: str) -> None:

@@ -110,6 +110,9 @@ class Policy:
     fleet_archs: tuple[FleetArch, ...] = ()
     """The GPUs pods run on; coverage rules judge every GPU binary against each."""
     trusted_identities: tuple[TrustedIdentity, ...] = ()
+    trust_config: str | None = None
+    """The Sigstore trust root signatures are verified against (a ``trusted_root.json`` or ClientTrustConfig), for
+    a private Sigstore deployment; ``None`` is the public-good instance's root shipped with sigstore-python."""
     allowed_registries: tuple[str, ...] = ()
     """Registry hosts (``registry.example.com``, ``*.example.com``) images may come from; empty allows all."""
     default_mode: Mode = Mode.ENFORCE

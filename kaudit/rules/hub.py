@@ -87,11 +87,43 @@ def integrity(context: RuleContext) -> Iterator[Violation]:
 
 
 def unsigned(context: RuleContext) -> Iterator[Violation]:
-    """A cached variant without ``metadata.json.sigstore`` (verifying a present signature is the signing
-    issue's work; until then a present signature file passes)."""
+    """A cached variant whose ``metadata.json`` carries no Sigstore signature, or one that does not verify against
+    the trust root, or was made by a signer the policy does not trust. ``metadata.json`` lists the digest of every
+    other file of the variant (KA202 checks them), so its signature covers the whole variant."""
     for entry, details in _hub_variants(context):
         if details.get("signature", ["absent"])[0] != "present":
             yield Violation(f"{entry.key}: no metadata.json.sigstore, so nothing proves who built this kernel",
                             path=entry.path, layer=entry.layer,
                             fix="use a signed build (kernels-community signs with sigstore) or sign your own "
                                 "builds, and keep metadata.json.sigstore in the cache")  # fmt: skip
+            continue
+        problem = _signature_problem(context, details)
+        if problem is not None:
+            yield Violation(f"{entry.key}: metadata.json's signature {problem}", path=entry.path, layer=entry.layer,
+                            fix="trust the kernel's signer in the policy (signers: issuer and subject), or use a "
+                                "build signed by a signer you trust")  # fmt: skip
+
+
+def _signature_problem(context: RuleContext, details: dict[str, list[str]]) -> str | None:
+    """Why the variant's signature is not acceptable, or ``None`` when it verifies."""
+    from kaudit.signing.trust import SignatureError, SignerPolicy
+
+    if not context.policy.trusted_identities:
+        return "cannot be accepted: the policy trusts no signer (add signers: to it)"
+    bundle_text, digest = details.get("signature-bundle", [""])[0], details.get("metadata-sha256", [""])[0]
+    if not bundle_text or not digest:
+        return "could not be read with the metadata.json it signs"
+    try:
+        from sigstore.errors import Error as SigstoreError
+        from sigstore.hashes import Hashed
+        from sigstore.models import Bundle
+        from sigstore_models.common.v1 import HashAlgorithm
+
+        bundle = Bundle.from_json(bundle_text)
+        prehashed = Hashed(algorithm=HashAlgorithm.SHA2_256, digest=bytes.fromhex(digest))
+        context.verifier.verify_artifact(prehashed, bundle, SignerPolicy(context.policy.trusted_identities))
+    except SignatureError as exc:
+        return f"cannot be checked: {exc.diagnostics()}"
+    except (SigstoreError, ValueError) as exc:
+        return f"does not verify: {exc}"
+    return None

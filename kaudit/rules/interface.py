@@ -9,10 +9,13 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kaudit.inventory import ScanReport
 from kaudit.policy.model import Policy, Violation
+
+if TYPE_CHECKING:
+    from sigstore.verify import Verifier
 
 
 @dataclass(frozen=True)
@@ -25,6 +28,15 @@ class RuleContext:
     """The image reference as written where it is used (a pod's ``image:``); defaults to the report's subject."""
     container: Mapping[str, Any] | None = None
     """The container of ``pod`` that runs the image, for admission."""
+    trust_config: str | None = None
+    """Overrides the policy's Sigstore trust root (``--trust-config``)."""
+
+    @cached_property
+    def verifier(self) -> Verifier:
+        """The Sigstore verifier, built on first use (only the signature rules need it)."""
+        from kaudit.signing.trust import load_verifier
+
+        return load_verifier(self.trust_config or self.policy.trust_config)
 
     @cached_property
     def cached_paths(self) -> frozenset[str]:

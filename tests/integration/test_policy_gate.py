@@ -29,6 +29,7 @@ from kaudit.policy.load import load_catalog
 from tests.conftest import ROOT, _serve_registry, fixture_path
 from tests.imagebuild import BuiltImage, Layer, build_layout
 from tests.registry import Registry
+from tests.sigstore_fake import FakeSigstore
 
 CACHES = ROOT / "tests" / "fixtures" / "caches"
 ROOTFS = ROOT / "tests" / "fixtures" / "rootfs"
@@ -37,6 +38,8 @@ VARIANT = (f"{HUB}/kernels--kaudit-test--saxpy/snapshots/68b1aec8171bcc79baa3a93
            "torch211-cxx11-cu130-x86_64-linux")  # fmt: skip
 CATALOG = load_catalog()
 ALL_RULES = sorted(rule for rule, info in CATALOG.items() if "admission" not in info.tags)
+SIGSTORE = FakeSigstore()
+SIGNER = "https://github.com/kaudit-test/saxpy/.github/workflows/build.yaml@refs/heads/main"
 """The rules a scan report alone can trigger (the admission-only ones need a pod: tests/integration/test_webhook.py)."""
 
 
@@ -53,7 +56,9 @@ def _hub(clean: bool) -> Layer:
     if clean:
         for name in [n for n in layer.files if "/refs/" in n]:
             del layer.files[name]  # pulled by commit: no branch was resolved
-        layer.files[f"{VARIANT}/metadata.json.sigstore"] = b'{"mediaType": "application/vnd.dev.sigstore.bundle"}'
+        metadata = (CACHES / "hub" / VARIANT.removeprefix(f"{HUB}/") / "metadata.json").read_bytes()
+        bundle = SIGSTORE.sign_artifact(metadata, SIGNER)  # what kernel-builder's CI signing leaves beside it
+        layer.files[f"{VARIANT}/metadata.json.sigstore"] = json.dumps(bundle).encode()
     else:
         target = layer.symlinks[f"{VARIANT}/_ops.py"]
         blob = f"{VARIANT}/{target}".split("/")
@@ -84,11 +89,16 @@ def failing_layers() -> list[Layer]:
 
 
 def _policy(path: Path, allowed: str) -> Path:
+    SIGSTORE.write_trust_root(path.parent / "trusted_root.json")
     path.write_text(f"""apiVersion: kaudit.dev/v1
 kind: Policy
 name: gate-test
 fleet:
   archs: [sm_80]
+signers:
+  - issuer: https://token.actions.githubusercontent.com
+    subject: https://github.com/kaudit-test/*
+trust-config: trusted_root.json
 registries: ["{allowed}"]
 defaults:
   mode: enforce
