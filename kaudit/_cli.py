@@ -24,7 +24,9 @@ from kaudit.formats import FORMATS, Format, format_class
 from kaudit.inventory import FindingKind, ScanReport
 
 if TYPE_CHECKING:
-    from kaudit.policy.model import Policy, PolicyResult, RuleInfo, Severity
+    from kaudit.image_scan import ImageScanOptions
+    from kaudit.policy.model import Policy, PolicyResult, RuleInfo, Severity, TrustedIdentity
+    from kaudit.sources.registry import RegistryClient
 
 EXIT_OK = 0
 EXIT_GATE = 1
@@ -84,27 +86,16 @@ def build_parser() -> argparse.ArgumentParser:
         "(host[:port]/repo:tag or ...@sha256:...), oci:DIR[:TAG], docker-archive:FILE or dir:PATH.",
     )
     image.add_argument("reference", metavar="REF", help="the image to scan")
-    image.add_argument("--platform", default="linux/amd64", help="platform to pick from an index (default linux/amd64)")
+    _registry_options(image)
     image.add_argument(
         "--all-layers", action="store_true", help="also report files that a later layer deleted or replaced"
     )
-    image.add_argument(
-        "--insecure-registry",
-        action="append",
-        default=[],
-        metavar="HOST[:PORT]",
-        help="talk plain HTTP to this registry (may repeat); all others use HTTPS",
-    )
-    image.add_argument("--username", help="registry user name (the password is read from standard input)")
-    image.add_argument("--password-stdin", action="store_true", help="read the registry password from standard input")
-    image.add_argument("--no-cache", action="store_true", help="do not read or write the per-layer result cache")
     image.add_argument(
         "--max-layer-size",
         type=_positive_int,
         metavar="BYTES",
         help="stop reading a layer after this many uncompressed bytes (default 256 GiB; a tar bomb ends here)",
     )
-    image.add_argument("--cache-dir", help="directory of the per-layer result cache (default ~/.cache/kaudit/layers)")
     _common_scan_options(image, jobs_help="walk layers in N worker processes (default: the CPUs available)")
 
     policy = commands.add_parser("policy", help="the rule catalog and policies")
@@ -125,8 +116,32 @@ def build_parser() -> argparse.ArgumentParser:
     sign_cache.add_argument(
         "--signature", metavar="FILE", help="where to write the bundle (default DIR/kaudit-cache.sig)"
     )
+    attest = commands.add_parser(
+        "attest",
+        help="scan an image and attach a signed attestation of its kernel inventory to it in its registry",
+        description="Scan REF (a registry reference), wrap its kernel inventory in an in-toto statement, sign it "
+        "(a local EC key, or attach a bundle signed keylessly elsewhere) and push it as an OCI 1.1 artifact that "
+        "refers to the image (the referrers API, or the referrers tag schema sha256-<hex>).",
+    )
+    attest.add_argument("reference", metavar="REF", help="the image, in its registry")
+    how = attest.add_mutually_exclusive_group(required=True)
+    how.add_argument("--key", metavar="KEY.pem", help="sign with this EC private key (air-gapped clusters)")
+    how.add_argument("--bundle", metavar="FILE", help="attach this Sigstore bundle (e.g. signed keylessly in CI "
+                     "over the statement --statement-out wrote)")  # fmt: skip
+    how.add_argument("--statement-out", metavar="FILE", help="only write the statement to sign; push nothing")
+    _registry_options(attest)
     verify = commands.add_parser("verify", help="verify what kaudit or upstream signed")
     verify_targets = verify.add_subparsers(dest="target", required=True, parser_class=_Parser)
+    verify_image = verify_targets.add_parser(
+        "image", help="find and verify kaudit attestations and cosign v3 signatures of an image in its registry"
+    )
+    verify_image.add_argument("reference", metavar="REF")
+    verify_image.add_argument("--key", metavar="PUB.pem", help="verify with this EC public key")
+    verify_image.add_argument("--identity", help="keyless: the signer's certificate identity (a glob, full match)")
+    verify_image.add_argument("--issuer", help="keyless: the signer's OIDC issuer (a glob, full match)")
+    verify_image.add_argument("--policy", metavar="NAME|FILE", help="keyless: trust the signers of this policy")
+    verify_image.add_argument("--trust-config", metavar="FILE", help="keyless: a Sigstore trusted_root.json")
+    _registry_options(verify_image)
     verify_cache = verify_targets.add_parser("cache", help="verify a signed kernel cache directory, file by file")
     verify_cache.add_argument("directory", metavar="DIR")
     verify_cache.add_argument("--signature", metavar="FILE", help="the bundle (default DIR/kaudit-cache.sig)")
@@ -151,6 +166,19 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--cert", help="TLS certificate (PEM); with --key, serve HTTPS (the API server needs it)")
     serve.add_argument("--key", help="TLS private key (PEM)")
     return parser
+
+
+def _registry_options(parser: argparse.ArgumentParser) -> None:
+    """How to reach an image: the platform, the registry's transport and credentials, the layer cache."""
+    parser.add_argument(
+        "--platform", default="linux/amd64", help="platform to pick from an index (default linux/amd64)"
+    )
+    parser.add_argument("--insecure-registry", action="append", default=[], metavar="HOST[:PORT]",
+                        help="talk plain HTTP to this registry (may repeat); all others use HTTPS")  # fmt: skip
+    parser.add_argument("--username", help="registry user name (the password is read from standard input)")
+    parser.add_argument("--password-stdin", action="store_true", help="read the registry password from standard input")
+    parser.add_argument("--no-cache", action="store_true", help="do not read or write the per-layer result cache")
+    parser.add_argument("--cache-dir", help="directory of the per-layer result cache (default ~/.cache/kaudit/layers)")
 
 
 def _common_scan_options(
@@ -217,6 +245,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _policy_command(args)
         if args.command == "webhook":
             return _webhook_serve(args)
+        if args.command == "attest":
+            return _attest(args)
+        if args.command == "verify" and args.target == "image":
+            return _verify_image(args)
         if args.command in ("sign", "verify"):
             return _cache_signature(args)
         raise UsageError(f"unknown command {args.command!r}")
@@ -260,31 +292,37 @@ def _outputs(args: argparse.Namespace) -> list[OutputSpec]:
     return outputs
 
 
-def _scan_image(args: argparse.Namespace) -> int:
-    from kaudit.image_scan import ImageScanOptions, scan_image
+def _image_options(args: argparse.Namespace) -> ImageScanOptions:
+    from kaudit.image_scan import ImageScanOptions
     from kaudit.layer_cache import default_directory
     from kaudit.sources.interface import Platform
     from kaudit.sources.registry import Credentials
     from kaudit.walk.layers import Limits
 
-    outputs = _outputs(args)
-    gate = _Gate.from_args(args, outputs)
     credentials = None
     if args.password_stdin or args.username:
         if not (args.password_stdin and args.username):
             raise UsageError("--username and --password-stdin go together")
         password = sys.stdin.readline().rstrip("\r\n")
         credentials = Credentials(args.username, password)
-    limits = Limits(max_layer_bytes=args.max_layer_size) if args.max_layer_size else Limits()
-    options = ImageScanOptions(
-        limits=limits,
+    max_layer = getattr(args, "max_layer_size", None)
+    return ImageScanOptions(
+        limits=Limits(max_layer_bytes=max_layer) if max_layer else Limits(),
         platform=Platform.parse(args.platform),
-        all_layers=args.all_layers,
-        jobs=args.jobs,
+        all_layers=getattr(args, "all_layers", False),
+        jobs=getattr(args, "jobs", None),
         cache_dir=None if args.no_cache else (args.cache_dir or default_directory()),
         insecure_registries=frozenset(args.insecure_registry),
         credentials=credentials,
     )
+
+
+def _scan_image(args: argparse.Namespace) -> int:
+    from kaudit.image_scan import scan_image
+
+    outputs = _outputs(args)
+    gate = _Gate.from_args(args, outputs)
+    options = _image_options(args)
     show_progress = args.progress == "always" or (args.progress == "auto" and sys.stderr.isatty())
     with _layer_progress(show_progress, force=args.progress == "always") as advance:
         report = scan_image(args.reference, options, progress=advance)
@@ -364,22 +402,12 @@ class _Gate:
         return EXIT_OK
 
 
-def _cache_signature(args: argparse.Namespace) -> int:
+def _signers(args: argparse.Namespace) -> tuple[list[TrustedIdentity], str | None]:
+    """The trusted signers and trust root of a verify command (--identity/--issuer, --policy, --trust-config)."""
     from kaudit.policy.model import TrustedIdentity
-    from kaudit.signing import cache
-    from kaudit.signing.trust import SignatureError
 
-    directory = Path(args.directory)
-    if not directory.is_dir():
-        raise UsageError(f"{directory} is not a directory")
-    signature = Path(args.signature) if args.signature else cache.default_signature(directory)
-    if args.command == "sign":
-        bundle = cache.sign_with_key(directory, _read(args.key), signature)
-        count = len(json.loads(base64.b64decode(bundle["dsseEnvelope"]["payload"]))["predicate"]["resources"])
-        print(f"signed {count} files of {directory} into {signature}")
-        return EXIT_OK
     if args.key and (args.identity or args.issuer or args.policy):
-        raise UsageError("--key verifies key-signed caches; --identity/--issuer/--policy keyless ones: choose one")
+        raise UsageError("--key verifies key-signed bundles; --identity/--issuer/--policy keyless ones: choose one")
     signers: list[TrustedIdentity] = []
     trust_config = args.trust_config
     if args.identity or args.issuer:
@@ -392,6 +420,90 @@ def _cache_signature(args: argparse.Namespace) -> int:
         policy = load_policy(resolve_policy(args.policy), load_catalog())
         signers += policy.trusted_identities
         trust_config = trust_config or policy.trust_config
+    return signers, trust_config
+
+
+def _registry_client(
+    args: argparse.Namespace, options: ImageScanOptions, push: bool = False
+) -> tuple[RegistryClient, str]:
+    """A client for REF's repository and the digest of the platform image REF names."""
+    from kaudit.image_scan import open_source
+    from kaudit.sources.registry import Reference, RegistryClient, RegistrySource
+
+    source = open_source(args.reference, options)
+    if not isinstance(source, RegistrySource):
+        raise UsageError(f"{args.reference}: attestations live in a registry; give a registry reference")
+    try:
+        digest = source.resolve(options.platform).manifest_digest
+    finally:
+        source.close()
+    reference = Reference.parse(args.reference.removeprefix("registry:"))
+    insecure = reference.registry in options.insecure_registries
+    return RegistryClient(reference, insecure=insecure, credentials=options.credentials, push=push), digest
+
+
+def _attest(args: argparse.Namespace) -> int:
+    from kaudit.image_scan import scan_image
+    from kaudit.signing import attestation, dsse
+
+    options = _image_options(args)
+    report = scan_image(args.reference, options)
+    statement = attestation.statement(report)
+    if args.statement_out:
+        with open(args.statement_out, "w", encoding="utf-8") as handle:
+            json.dump(statement, handle, sort_keys=True)
+        subject = report.image.manifest_digest if report.image else "?"
+        print(f"wrote the statement for {subject} to {args.statement_out}; sign it (DSSE, payload type "
+              f"{dsse.PAYLOAD_TYPE}) and attach it with --bundle")  # fmt: skip
+        return EXIT_OK
+    if args.key:
+        bundle = dsse.sign_with_key(statement, _read(args.key))
+    else:
+        bundle = dsse.parse_bundle(_read(args.bundle), args.bundle)
+        signed_subjects = attestation.subjects(bundle)
+        if statement["subject"][0]["digest"]["sha256"] not in signed_subjects:
+            raise UsageError(f"{args.bundle} attests {', '.join(signed_subjects) or 'nothing'}, not this image")
+    client, digest = _registry_client(args, options, push=True)
+    artifact = attestation.attach(client, digest, bundle, attestation.PREDICATE_TYPE)
+    print(f"attached attestation {artifact} to {args.reference.split('@')[0]}@{digest}")
+    return EXIT_OK
+
+
+def _verify_image(args: argparse.Namespace) -> int:
+    from kaudit.signing import attestation
+
+    signers, trust_config = _signers(args)
+    client, digest = _registry_client(args, _image_options(args))
+    found = attestation.verify_image(client, digest, public_key_pem=_read(args.key) if args.key else None,
+                                     signers=signers, trust_config=trust_config)  # fmt: skip
+    for item in found.verified:
+        what = "kaudit kernel inventory" if item.predicate_type == attestation.PREDICATE_TYPE else item.predicate_type
+        print(f"verified: {what} attestation {item.artifact} for {digest}")
+    for reason in found.refused:
+        print(f"kaudit: NOT verified: {reason}", file=sys.stderr)
+    if found.legacy_signature:
+        print(f"note: a legacy cosign signature ({digest.replace(':', '-')}.sig) exists; it carries no inclusion "
+              "proof and cannot be verified offline", file=sys.stderr)  # fmt: skip
+    if not found.verified:
+        print(f"kaudit: no verified attestation for {digest}", file=sys.stderr)
+        return EXIT_GATE
+    return EXIT_GATE if found.refused else EXIT_OK
+
+
+def _cache_signature(args: argparse.Namespace) -> int:
+    from kaudit.signing import cache
+    from kaudit.signing.trust import SignatureError
+
+    directory = Path(args.directory)
+    if not directory.is_dir():
+        raise UsageError(f"{directory} is not a directory")
+    signature = Path(args.signature) if args.signature else cache.default_signature(directory)
+    if args.command == "sign":
+        bundle = cache.sign_with_key(directory, _read(args.key), signature)
+        count = len(json.loads(base64.b64decode(bundle["dsseEnvelope"]["payload"]))["predicate"]["resources"])
+        print(f"signed {count} files of {directory} into {signature}")
+        return EXIT_OK
+    signers, trust_config = _signers(args)
     try:
         verified = cache.verify(directory, signature, public_key_pem=_read(args.key) if args.key else None,
                                 signers=signers, trust_config=trust_config)  # fmt: skip

@@ -17,6 +17,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, H
 
 from kaudit.errors import Error
 from kaudit.policy.load import load_catalog, load_policy, resolve_policy
+from webhook.attestations import AttestationSource
 from webhook.review import Reviewer, response
 from webhook.store import ReportStore
 
@@ -29,7 +30,8 @@ def create_app(policy: str | None = None, reports: str | None = None) -> Flask:
     policy_name = policy or os.environ.get("KAUDIT_POLICY", "production")
     store_dir = reports or os.environ.get("KAUDIT_REPORTS", "/var/run/kaudit/reports")
     catalog = load_catalog()
-    reviewer = Reviewer(load_policy(resolve_policy(policy_name), catalog), catalog, ReportStore(store_dir))
+    loaded = load_policy(resolve_policy(policy_name), catalog)
+    reviewer = Reviewer(loaded, catalog, ReportStore(store_dir), AttestationSource.from_environment(loaded))
     registry = CollectorRegistry()
     requests_total = Counter("kaudit_admission_requests", "AdmissionReview requests", ["kind", "operation", "decision"],
                              registry=registry)  # fmt: skip

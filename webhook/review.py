@@ -18,6 +18,7 @@ from kaudit.policy.engine import evaluate
 from kaudit.policy.model import Mode, Policy, PolicyFinding, RuleInfo, Violation
 from kaudit.sources.interface import SourceError
 from kaudit.sources.registry import Reference
+from webhook.attestations import AttestationSource
 from webhook.store import ReportStore
 
 log = logging.getLogger("kaudit.webhook")
@@ -81,8 +82,9 @@ def containers(pod: Mapping[str, Any]) -> Iterator[tuple[str, Mapping[str, Any]]
 class Reviewer:
     """Decides AdmissionReviews with one policy, one rule catalog and one report store."""
 
-    def __init__(self, policy: Policy, catalog: Mapping[str, RuleInfo], store: ReportStore) -> None:
-        self.policy, self.catalog, self.store = policy, catalog, store
+    def __init__(self, policy: Policy, catalog: Mapping[str, RuleInfo], store: ReportStore,
+                 attestations: AttestationSource | None = None) -> None:  # fmt: skip
+        self.policy, self.catalog, self.store, self.attestations = policy, catalog, store, attestations
 
     def review(self, request: Mapping[str, Any]) -> Decision:
         namespace = str(request.get("namespace") or "")
@@ -132,6 +134,8 @@ class Reviewer:
             decision.findings.append(self._synthetic("KA101", f"{subject}: {exc}", subject))
             return
         report = self.store.get(reference.digest) if reference.digest else None
+        if report is None and reference.digest and self.attestations is not None:
+            report = self.attestations.get(image, reference.digest)
         if reference.digest is None:
             known = self.store.digest_for(image)
             fix = f"reference the image as {reference.registry}/{reference.repository}@{known}" if known else None

@@ -14,7 +14,6 @@ when they leave it; the signature file itself is not hashed.
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import json
 import os
@@ -22,21 +21,15 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from kaudit.signing.trust import SignatureError, SignerPolicy, load_verifier
+from kaudit.signing import dsse
+from kaudit.signing.trust import SignatureError
 
 if TYPE_CHECKING:
     from kaudit.policy.model import TrustedIdentity
 
 PREDICATE_TYPE = "https://model_signing/signature/v1.0"
-STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
-PAYLOAD_TYPE = "application/vnd.in-toto+json"
-BUNDLE_TYPE = "application/vnd.dev.sigstore.bundle.v0.3+json"
 SIGNATURE_NAME = "kaudit-cache.sig"
 _CHUNK = 1 << 20
-
-
-def _pae(payload: bytes) -> bytes:
-    return b"DSSEv1 %d %s %d %s" % (len(PAYLOAD_TYPE), PAYLOAD_TYPE.encode(), len(payload), payload)
 
 
 def file_digests(directory: Path, ignore: Sequence[Path] = ()) -> dict[str, str]:
@@ -68,7 +61,7 @@ def file_digests(directory: Path, ignore: Sequence[Path] = ()) -> dict[str, str]
 def statement(directory: Path, digests: dict[str, str]) -> dict[str, Any]:
     combined = hashlib.sha256(b"".join(bytes.fromhex(digests[name]) for name in sorted(digests))).hexdigest()
     return {
-        "_type": STATEMENT_TYPE,
+        "_type": dsse.STATEMENT_TYPE,
         "subject": [{"name": directory.resolve().name, "digest": {"sha256": combined}}],
         "predicateType": PREDICATE_TYPE,
         "predicate": {
@@ -89,81 +82,9 @@ def default_signature(directory: Path) -> Path:
 
 def sign_with_key(directory: Path, private_key_pem: bytes, signature: Path) -> dict[str, Any]:
     """Sign ``directory``'s manifest with a local EC key; writes and returns the bundle."""
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-
-    try:
-        key = serialization.load_pem_private_key(private_key_pem, password=None)
-    except (ValueError, TypeError) as exc:
-        raise SignatureError(f"the signing key is not an unencrypted PEM private key: {exc}") from exc
-    if not isinstance(key, ec.EllipticCurvePrivateKey):
-        raise SignatureError("the signing key must be an EC key (P-256 or P-384)")
-    payload = json.dumps(statement(directory, file_digests(directory, [signature])), sort_keys=True).encode()
-    public = key.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
-    bundle = {
-        "mediaType": BUNDLE_TYPE,
-        "verificationMaterial": {"publicKey": {"hint": base64.b64encode(hashlib.sha256(public).digest()).decode()}},
-        "dsseEnvelope": {"payload": base64.b64encode(payload).decode(), "payloadType": PAYLOAD_TYPE,
-                         "signatures": [{"sig": base64.b64encode(key.sign(_pae(payload),
-                                                                          ec.ECDSA(hashes.SHA256()))).decode()}]},
-    }  # fmt: skip
+    bundle = dsse.sign_with_key(statement(directory, file_digests(directory, [signature])), private_key_pem)
     signature.write_text(json.dumps(bundle, indent=2) + "\n")
     return bundle
-
-
-def _read_bundle(signature: Path) -> dict[str, Any]:
-    try:
-        bundle: Any = json.loads(signature.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise SignatureError(f"cannot read the signature {signature}: {exc}") from exc
-    if not isinstance(bundle, dict) or not isinstance(bundle.get("dsseEnvelope"), dict):
-        raise SignatureError(f"{signature} is not a Sigstore bundle with a DSSE envelope")
-    return bundle
-
-
-def _payload_with_key(bundle: dict[str, Any], public_key_pem: bytes) -> bytes:
-    from cryptography.exceptions import InvalidSignature
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-
-    try:
-        key = serialization.load_pem_public_key(public_key_pem)
-    except ValueError as exc:
-        raise SignatureError(f"the verification key is not a PEM public key: {exc}") from exc
-    if not isinstance(key, ec.EllipticCurvePublicKey):
-        raise SignatureError("the verification key must be an EC public key")
-    envelope = bundle["dsseEnvelope"]
-    try:
-        payload = base64.b64decode(envelope["payload"], validate=True)
-        signatures = [base64.b64decode(s["sig"], validate=True) for s in envelope["signatures"]]
-        payload_type = envelope["payloadType"]
-    except (KeyError, TypeError, ValueError) as exc:
-        raise SignatureError(f"malformed DSSE envelope: {exc}") from exc
-    if payload_type != PAYLOAD_TYPE:
-        raise SignatureError(f"the envelope holds {payload_type!r}, not an in-toto statement")
-    for signature in signatures:
-        try:
-            key.verify(signature, _pae(payload), ec.ECDSA(hashes.SHA256()))
-            return payload
-        except InvalidSignature:
-            continue
-    raise SignatureError("the signature does not verify with this key")
-
-
-def _payload_keyless(bundle: dict[str, Any], signers: Sequence[TrustedIdentity], trust_config: str | None) -> bytes:
-    from sigstore.errors import Error as SigstoreError
-    from sigstore.models import Bundle
-
-    if not signers:
-        raise SignatureError("no trusted signer given (--identity and --issuer, or a policy's signers)")
-    try:
-        payload_type, payload = load_verifier(trust_config).verify_dsse(Bundle.from_json(json.dumps(bundle)),
-                                                                        SignerPolicy(signers))  # fmt: skip
-    except SigstoreError as exc:
-        raise SignatureError(f"the signature does not verify: {exc}") from exc
-    if payload_type != PAYLOAD_TYPE:
-        raise SignatureError(f"the envelope holds {payload_type!r}, not an in-toto statement")
-    return payload
 
 
 def verify(
@@ -176,13 +97,16 @@ def verify(
 ) -> dict[str, str]:
     """Check the signature, then every file against the signed manifest; returns the verified digests. Raises
     :class:`SignatureError` naming what does not match."""
-    bundle = _read_bundle(signature)
-    if public_key_pem is not None:
-        payload = _payload_with_key(bundle, public_key_pem)
-    else:
-        payload = _payload_keyless(bundle, signers, trust_config)
     try:
-        signed: Any = json.loads(payload)
+        text = signature.read_bytes()
+    except OSError as exc:
+        raise SignatureError(f"cannot read the signature {signature}: {exc.strerror}") from exc
+    bundle = dsse.parse_bundle(text, str(signature))
+    if public_key_pem is not None:
+        signed: Any = dsse.verify_with_key(bundle, public_key_pem)
+    else:
+        signed = dsse.verify_keyless(bundle, signers, trust_config)
+    try:
         resources = {r["name"]: r["digest"] for r in signed["predicate"]["resources"] if r["algorithm"] == "sha256"}
         (subject,) = signed["subject"]
         claimed = subject["digest"]["sha256"]

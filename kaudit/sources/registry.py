@@ -34,6 +34,7 @@ from kaudit.sources.interface import (
 
 DOCKER_HUB = "registry-1.docker.io"
 ACCEPT = ", ".join(sorted(MANIFEST_TYPES | INDEX_TYPES))
+OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 TIMEOUT = (10, 60)
 _CHALLENGE = re.compile(r'(\w+)="([^"]*)"')
 
@@ -115,6 +116,10 @@ class RegistryClient:
     reference: Reference
     insecure: bool = False
     credentials: Credentials | None = None
+    push: bool = False
+    """Ask the token service for push access too (``kaudit attest`` attaches attestations)."""
+    timeout: tuple[float, float] = TIMEOUT
+    """(connect, read) seconds; the admission webhook answers within the API server's timeoutSeconds."""
     _authorization: str | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
@@ -127,7 +132,8 @@ class RegistryClient:
         scheme = "http" if self.insecure else "https"
         return f"{scheme}://{self.reference.registry}/v2/{self.reference.repository}"
 
-    def _request(self, url: str, headers: dict[str, str], stream: bool = False) -> Any:
+    def _request(self, url: str, headers: dict[str, str], stream: bool = False, method: str = "GET",
+                 data: bytes | None = None) -> Any:  # fmt: skip
         import requests
 
         for attempt in range(2):
@@ -135,7 +141,8 @@ class RegistryClient:
             if self._authorization:
                 all_headers["Authorization"] = self._authorization
             try:
-                response = self._session.get(url, headers=all_headers, stream=stream, timeout=TIMEOUT)
+                response = self._session.request(method, url, headers=all_headers, stream=stream, data=data,
+                                                 timeout=self.timeout)  # fmt: skip
             except requests.exceptions.SSLError as exc:
                 raise SourceError(f"{self.reference.registry}: TLS verification failed ({exc}); use "
                                   "--insecure-registry for a plain-HTTP registry") from exc  # fmt: skip
@@ -164,10 +171,10 @@ class RegistryClient:
         if scheme.lower() != "bearer" or "realm" not in params:
             raise SourceError(f"{self.reference.registry}: unsupported authentication challenge {challenge!r}")
         query = {k: v for k, v in params.items() if k in ("service", "scope")}
-        query.setdefault("scope", f"repository:{self.reference.repository}:pull")
+        query.setdefault("scope", f"repository:{self.reference.repository}:{'pull,push' if self.push else 'pull'}")
         auth = (self.credentials.username, self.credentials.password) if self.credentials else None
         try:
-            response = self._session.get(params["realm"], params=query, auth=auth, timeout=TIMEOUT)
+            response = self._session.get(params["realm"], params=query, auth=auth, timeout=self.timeout)
         except requests.RequestException as exc:
             raise SourceError(f"{self.reference.registry}: token service unreachable: {exc}") from exc
         if response.status_code != 200:
@@ -213,12 +220,71 @@ class RegistryClient:
         check_digest(digest, data, f"{self.reference}: {what}")
         return data
 
+    def put_blob(self, data: bytes) -> str:
+        """Upload ``data`` (monolithic POST + PUT); returns its digest."""
+        from urllib.parse import urljoin
+
+        digest = sha256_digest(data)
+        started = self._request(f"{self.base}/blobs/uploads/", {"Content-Length": "0"}, method="POST")
+        location = started.headers.get("Location")
+        if started.status_code != 202 or not location:
+            raise SourceError(f"{self.reference}: the registry refused a blob upload ({started.status_code})")
+        url = urljoin(self.base + "/", location)
+        url += ("&" if "?" in url else "?") + f"digest={digest}"
+        done = self._request(url, {"Content-Type": "application/octet-stream"}, method="PUT", data=data)
+        if done.status_code != 201:
+            raise SourceError(f"{self.reference}: the registry refused blob {digest} ({done.status_code})")
+        return digest
+
+    def put_manifest(self, ref: str, body: bytes, media_type: str) -> str:
+        """Store a manifest (or index) under ``ref`` (a tag or its digest); returns its digest."""
+        response = self._request(f"{self.base}/manifests/{ref}", {"Content-Type": media_type}, method="PUT",
+                                 data=body)  # fmt: skip
+        if response.status_code != 201:
+            raise SourceError(f"{self.reference}: the registry refused manifest {ref} ({response.status_code}: "
+                              f"{response.text[:200]})")  # fmt: skip
+        return sha256_digest(body)
+
+    def referrers(self, digest: str) -> list[dict[str, Any]] | None:
+        """The OCI 1.1 referrers of ``digest``, or ``None`` when the registry has no referrers API."""
+        response = self._request(f"{self.base}/referrers/{digest}", {"Accept": OCI_INDEX}, stream=True)
+        with response:
+            if response.status_code != 200 or not response.headers.get("Content-Type", "").startswith(OCI_INDEX):
+                return None
+            body = self._read_small(response, f"{self.reference}: referrers")
+        return _descriptors(body)
+
+    def tag_index(self, tag: str) -> list[dict[str, Any]]:
+        """The descriptors of the index stored under ``tag`` (the referrers tag schema), or none."""
+        response = self._request(f"{self.base}/manifests/{tag}", {"Accept": OCI_INDEX}, stream=True)
+        with response:
+            if response.status_code == 404:
+                return []
+            if response.status_code != 200:
+                raise SourceError(f"{self.reference}: the registry answered {response.status_code} for {tag}")
+            body = self._read_small(response, f"{self.reference}: index {tag}")
+        return _descriptors(body)
+
+    def exists(self, ref: str) -> bool:
+        response = self._request(f"{self.base}/manifests/{ref}", {"Accept": ACCEPT}, method="HEAD")
+        response.close()
+        return bool(response.status_code == 200)
+
     def blob_request(self, digest: str) -> tuple[str, dict[str, str]]:
         """URL and headers a worker process needs to stream a blob itself."""
         if self._authorization is None:  # provoke the challenge once so workers inherit a token
             self._request(f"{self.base}/blobs/{digest}", {}, stream=True).close()
         headers = {"Authorization": self._authorization} if self._authorization else {}
         return f"{self.base}/blobs/{digest}", headers
+
+
+def _descriptors(body: bytes) -> list[dict[str, Any]]:
+    try:
+        document = json.loads(body)
+    except ValueError as exc:
+        raise SourceError(f"an index is not JSON: {exc}") from exc
+    manifests = document.get("manifests") if isinstance(document, dict) else None
+    return [m for m in manifests if isinstance(m, dict)] if isinstance(manifests, list) else []
 
 
 @dataclass(frozen=True)
