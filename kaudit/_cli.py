@@ -26,6 +26,7 @@ from kaudit.inventory import FindingKind, ScanReport
 if TYPE_CHECKING:
     from kaudit.image_scan import ImageScanOptions
     from kaudit.policy.model import Policy, PolicyResult, RuleInfo, Severity, TrustedIdentity
+    from kaudit.signing.attestation import Found
     from kaudit.sources.registry import RegistryClient
 
 EXIT_OK = 0
@@ -128,7 +129,12 @@ def build_parser() -> argparse.ArgumentParser:
     how.add_argument("--key", metavar="KEY.pem", help="sign with this EC private key (air-gapped clusters)")
     how.add_argument("--bundle", metavar="FILE", help="attach this Sigstore bundle (e.g. signed keylessly in CI "
                      "over the statement --statement-out wrote)")  # fmt: skip
+    how.add_argument("--keyless", action="store_true", help="sign with Sigstore (needs the network and an OIDC "
+                     "identity: --identity-token or ambient CI credentials)")  # fmt: skip
     how.add_argument("--statement-out", metavar="FILE", help="only write the statement to sign; push nothing")
+    attest.add_argument("--identity-token", metavar="JWT", help="with --keyless: the OIDC identity token")
+    attest.add_argument("--trust-config", metavar="FILE",
+                        help="with --keyless: a private Sigstore deployment's ClientTrustConfig")  # fmt: skip
     _registry_options(attest)
     verify = commands.add_parser("verify", help="verify what kaudit or upstream signed")
     verify_targets = verify.add_subparsers(dest="target", required=True, parser_class=_Parser)
@@ -139,7 +145,8 @@ def build_parser() -> argparse.ArgumentParser:
     verify_image.add_argument("--key", metavar="PUB.pem", help="verify with this EC public key")
     verify_image.add_argument("--identity", help="keyless: the signer's certificate identity (a glob, full match)")
     verify_image.add_argument("--issuer", help="keyless: the signer's OIDC issuer (a glob, full match)")
-    verify_image.add_argument("--policy", metavar="NAME|FILE", help="keyless: trust the signers of this policy")
+    verify_image.add_argument("--policy", metavar="NAME|FILE", help="trust this policy's signers, then judge the "
+                              "attested inventory by its rules (exit 1 when it fails)")  # fmt: skip
     verify_image.add_argument("--trust-config", metavar="FILE", help="keyless: a Sigstore trusted_root.json")
     _registry_options(verify_image)
     verify_cache = verify_targets.add_parser("cache", help="verify a signed kernel cache directory, file by file")
@@ -458,6 +465,8 @@ def _attest(args: argparse.Namespace) -> int:
         return EXIT_OK
     if args.key:
         bundle = dsse.sign_with_key(statement, _read(args.key))
+    elif args.keyless:
+        bundle = dsse.sign_keyless(statement, args.identity_token, args.trust_config)
     else:
         bundle = dsse.parse_bundle(_read(args.bundle), args.bundle)
         signed_subjects = attestation.subjects(bundle)
@@ -487,7 +496,29 @@ def _verify_image(args: argparse.Namespace) -> int:
     if not found.verified:
         print(f"kaudit: no verified attestation for {digest}", file=sys.stderr)
         return EXIT_GATE
-    return EXIT_GATE if found.refused else EXIT_OK
+    if found.refused:
+        return EXIT_GATE
+    return _gate_attested(args, found, digest) if args.policy else EXIT_OK
+
+
+def _gate_attested(args: argparse.Namespace, found: Found, digest: str) -> int:
+    """The CI gate on the attested inventory (the webhook obtains it with the same code): the policy's rules."""
+    from kaudit.formats.admission import read_admission_report
+    from kaudit.policy.engine import evaluate
+    from kaudit.policy.load import load_catalog, load_policy, resolve_policy
+    from kaudit.signing.attestation import PREDICATE_TYPE
+
+    inventories = [item for item in found.verified if item.predicate_type == PREDICATE_TYPE]
+    if not inventories:
+        print(f"kaudit: no kaudit inventory is attested for {digest}; nothing to judge", file=sys.stderr)
+        return EXIT_GATE
+    report = read_admission_report(json.dumps(inventories[0].statement["predicate"]))
+    catalog = load_catalog()
+    policy = load_policy(resolve_policy(args.policy), catalog)
+    result = evaluate(report, policy, catalog, image_reference=args.reference, trust_config=args.trust_config)
+    for finding in result.findings:
+        print(f"{finding.rule.id} {finding.severity.value} {finding.mode.value}: {finding.violation.message}")
+    return _Gate(policy, catalog, policy.fail_on).exit_code(result)
 
 
 def _cache_signature(args: argparse.Namespace) -> int:

@@ -45,6 +45,36 @@ def sign_with_key(statement: dict[str, Any], private_key_pem: bytes) -> dict[str
     }  # fmt: skip
 
 
+def sign_keyless(statement: dict[str, Any], identity_token: str | None, trust_config: str | None) -> dict[str, Any]:
+    """Sign with Sigstore: a short-lived Fulcio certificate for the OIDC identity, a Rekor entry. Needs the network
+    and an identity (``identity_token``, or ambient credentials such as GitHub Actions' ``id-token: write``);
+    ``trust_config`` names a private Sigstore deployment's ClientTrustConfig (default: the public-good instance)."""
+    from pathlib import Path
+
+    from sigstore.dsse import Statement
+    from sigstore.errors import Error as SigstoreError
+    from sigstore.models import ClientTrustConfig
+    from sigstore.oidc import IdentityToken, detect_credential
+    from sigstore.sign import SigningContext
+
+    try:
+        token = identity_token or detect_credential()
+        if not token:
+            raise SignatureError("keyless signing needs an OIDC identity: pass --identity-token, or run where "
+                                 "ambient credentials exist (GitHub Actions with id-token: write)")  # fmt: skip
+        identity = IdentityToken(token)
+        config = (ClientTrustConfig.from_json(Path(trust_config).read_text(encoding="utf-8")) if trust_config
+                  else ClientTrustConfig.production())  # fmt: skip
+        with SigningContext.from_trust_config(config).signer(identity) as signer:
+            bundle = signer.sign_dsse(Statement(json.dumps(statement, sort_keys=True).encode()))
+    except SignatureError:
+        raise
+    except (SigstoreError, OSError, ValueError) as exc:
+        raise SignatureError(f"keyless signing failed: {exc}") from exc
+    signed: dict[str, Any] = json.loads(bundle.to_json())
+    return signed
+
+
 def parse_bundle(text: str | bytes, what: str) -> dict[str, Any]:
     try:
         bundle: Any = json.loads(text)

@@ -97,6 +97,19 @@ def test_keyless_attestation_against_a_private_sigstore(pushed: dict[str, BuiltI
     keyless = ["--identity", "https://github.com/kaudit-test/*", "--issuer", GITHUB, "--trust-config", str(root)]
     verified = kaudit("verify", "image", *_ref(registry, "keyless"), *keyless)
     assert verified.returncode == 0 and "kaudit kernel inventory" in verified.stdout, verified.stderr
+    # the CI gate on the attested inventory: the policy's signers, trust root and rules
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("apiVersion: kaudit.dev/v1\nkind: Policy\nname: attested\nfleet:\n  archs: [sm_80]\n"
+                      "signers:\n  - issuer: https://token.actions.githubusercontent.com\n"
+                      "    subject: https://github.com/kaudit-test/*\ntrust-config: trusted_root.json\n"
+                      "rules:\n  KA203: {mode: audit}\n  KA201: {mode: warn}\n")  # fmt: skip
+    pinned = [f"{registry.host}/kaudit/keyless@{pushed['keyless'].manifest_digest}", *_ref(registry, "keyless")[1:]]
+    gated = kaudit("verify", "image", *pinned, "--policy", str(policy))
+    assert gated.returncode == 0, gated.stdout + gated.stderr
+    strict = policy.read_text().replace("archs: [sm_80]", "archs: [sm_75]")
+    policy.write_text(strict)
+    failing = kaudit("verify", "image", *pinned, "--policy", str(policy))
+    assert failing.returncode == 1 and "KA303" in failing.stdout and "sm_75" in failing.stdout
     wrong = kaudit("verify", "image", *_ref(registry, "keyless"), "--identity", "https://github.com/evil/*",
                    "--issuer", GITHUB, "--trust-config", str(root))  # fmt: skip
     assert wrong.returncode == 1 and "not among the policy's trusted signers" in wrong.stderr
@@ -166,3 +179,35 @@ def test_the_webhook_reads_attested_inventories(pushed: dict[str, BuiltImage], r
     assert not allowed and "KA303" in message and "opt/app/kern_sm_90a.cubin" in message
     allowed, message = admit("cosign")  # signed only by cosign: no kaudit inventory attested
     assert not allowed and "no kaudit scan report" in message
+
+
+def test_keyless_signing_fails_cleanly_without_a_sigstore(pushed: dict[str, BuiltImage], registry: Registry,
+                                                          tmp_path: Path) -> None:  # fmt: skip
+    """Keyless signing needs Fulcio and Rekor; here none is reachable. The identity token is checked first, then the
+    private deployment the trust config names is contacted (127.0.0.1:9, nothing listens): each failure is one
+    clear line."""
+    import jwt
+
+    sigstore = FakeSigstore()
+    urls = [{"url": "http://127.0.0.1:9", "majorApiVersion": 1, "validFor": {"start": "2020-01-01T00:00:00Z"},
+             "operator": "kaudit-test"}]  # fmt: skip
+    config = tmp_path / "trust_config.json"
+    config.write_text(json.dumps({
+        "mediaType": "application/vnd.dev.sigstore.clienttrustconfig.v0.1+json",
+        "trustedRoot": sigstore.trusted_root(),
+        "signingConfig": {"mediaType": "application/vnd.dev.sigstore.signingconfig.v0.2+json", "caUrls": urls,
+                          "oidcUrls": urls, "rekorTlogUrls": urls, "tsaUrls": [],
+                          "rekorTlogConfig": {"selector": "ANY"}, "tsaConfig": {"selector": "ANY"}},
+    }))  # fmt: skip
+    bad_token = kaudit("attest", *_ref(registry, "bad"), "--keyless", "--identity-token", "not-a-jwt",
+                       "--trust-config", str(config))  # fmt: skip
+    assert bad_token.returncode == 2 and "keyless signing failed" in bad_token.stderr
+    assert "Traceback" not in bad_token.stderr
+    claims = {"iss": GITHUB, "aud": "sigstore", "sub": SIGNER, "email": "ci@kaudit.test", "iat": 1700000000,
+              "nbf": 1700000000, "exp": 4102444800}  # fmt: skip
+    token = jwt.encode(claims, "k" * 32, algorithm="HS256")
+    unreachable = kaudit("attest", *_ref(registry, "bad"), "--keyless", "--identity-token", token,
+                         "--trust-config", str(config))  # fmt: skip
+    assert unreachable.returncode == 2 and "keyless signing failed" in unreachable.stderr, unreachable.stderr
+    assert "127.0.0.1" in unreachable.stderr and "signingCert" in unreachable.stderr  # it asked the private Fulcio
+    assert "Traceback" not in unreachable.stderr
