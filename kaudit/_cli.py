@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import base64
 import ctypes
+import io
 import json
 import os
 import sys
@@ -243,6 +244,8 @@ def _return_freed_memory() -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _return_freed_memory()
+    if isinstance(sys.stdout, io.TextIOWrapper):
+        sys.stdout.reconfigure(errors="backslashreplace")
     try:
         if args.command == "scan" and args.target == "path":
             return _scan_path(args)
@@ -472,7 +475,9 @@ def _attest(args: argparse.Namespace) -> int:
         signed_subjects = attestation.subjects(bundle)
         if statement["subject"][0]["digest"]["sha256"] not in signed_subjects:
             raise UsageError(f"{args.bundle} attests {', '.join(signed_subjects) or 'nothing'}, not this image")
-    client, digest = _registry_client(args, options, push=True)
+    client, _resolved = _registry_client(args, options, push=True)
+    digest = statement["subject"][0]["digest"]["sha256"]
+    digest = f"sha256:{digest}"  # what was scanned and signed, even if the tag has moved since
     artifact = attestation.attach(client, digest, bundle, attestation.PREDICATE_TYPE)
     print(f"attached attestation {artifact} to {args.reference.split('@')[0]}@{digest}")
     return EXIT_OK
@@ -634,7 +639,8 @@ def _write(spec: OutputSpec, report: ScanReport, policy: PolicyResult | None = N
         sys.stdout.flush()
         return
     try:
-        with open(spec.path, "w", encoding="utf-8") as handle:
+        # file names from scanned images are not always UTF-8: escape what cannot be encoded instead of failing
+        with open(spec.path, "w", encoding="utf-8", errors="backslashreplace") as handle:
             renderer.write(report, handle, policy)
     except OSError as exc:
         raise UsageError(f"cannot write {spec.format} output to {spec.path}: {exc.strerror}") from exc

@@ -18,7 +18,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, H
 from kaudit.errors import Error
 from kaudit.policy.load import load_catalog, load_policy, resolve_policy
 from webhook.attestations import AttestationSource
-from webhook.review import Reviewer, response
+from webhook.review import Decision, Reviewer, response
 from webhook.store import ReportStore
 
 log = logging.getLogger("kaudit.webhook")
@@ -46,28 +46,35 @@ def create_app(policy: str | None = None, reports: str | None = None) -> Flask:
     @app.post("/validate")
     def validate() -> tuple[Response, int]:
         started = time.perf_counter()
-        review: Any = request.get_json(silent=True)
+        try:
+            review: Any = request.get_json(silent=True)
+        except RecursionError:
+            review = None
         if (not isinstance(review, dict) or review.get("apiVersion") != "admission.k8s.io/v1"
                 or review.get("kind") != "AdmissionReview" or not isinstance(review.get("request"), dict)):  # fmt: skip
             return jsonify({"error": "expected an AdmissionReview admission.k8s.io/v1 with a request"}), 400
         admission = review["request"]
-        kind = str((admission.get("kind") or {}).get("kind", ""))
+        kind_field = admission.get("kind")
+        kind = str(kind_field.get("kind", "")) if isinstance(kind_field, dict) else ""
+        obj = admission.get("object")
+        metadata = obj.get("metadata") if isinstance(obj, dict) else None
+        name = metadata.get("name") if isinstance(metadata, dict) else None
         try:
-            decision = reviewer.review(admission)
+            if not isinstance(obj, dict):
+                decision = Decision(False, message="kaudit judges objects: this AdmissionReview carries none")
+            else:
+                decision = reviewer.review(admission)
         except Exception:  # a bug must not let a pod through or hang the API server: deny, and say so
             log.exception("review failed for uid %s", admission.get("uid"))
-            from webhook.review import Decision
-
             decision = Decision(False, message="kaudit could not review this object (an internal error, logged)")
+        if not decision.allowed:
+            log.info("denied %s %s/%s (uid %s, dryRun %s): %s", kind, admission.get("namespace"), name,
+                     admission.get("uid"), bool(admission.get("dryRun")), decision.message)  # fmt: skip
         outcome = "exempt" if decision.exempt else "allowed" if decision.allowed else "denied"
         requests_total.labels(kind, str(admission.get("operation", "")), outcome).inc()
         for finding in decision.findings:
             findings_total.labels(finding.rule.id, finding.mode.value, finding.severity.value).inc()
         latency.observe(time.perf_counter() - started)
-        if not decision.allowed:
-            log.info("denied %s %s/%s (uid %s, dryRun %s): %s", kind, admission.get("namespace"),
-                     (admission.get("object") or {}).get("metadata", {}).get("name"), admission.get("uid"),
-                     bool(admission.get("dryRun")), decision.message)  # fmt: skip
         return jsonify(response(admission, decision)), 200
 
     @app.get("/healthz")

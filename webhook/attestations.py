@@ -15,7 +15,7 @@ import os
 import threading
 import time
 
-from kaudit.errors import Error
+from kaudit.errors import Error, UsageError
 from kaudit.formats.admission import read_admission_report
 from kaudit.inventory import ScanReport
 from kaudit.policy.model import Policy
@@ -38,11 +38,15 @@ class AttestationSource:
             return None
         key_path = os.environ.get("KAUDIT_ATTESTATION_KEY")
         key = None
-        if key_path:
-            with open(key_path, "rb") as handle:
-                key = handle.read()
+        try:
+            if key_path:
+                with open(key_path, "rb") as handle:
+                    key = handle.read()
+            ttl = float(os.environ.get("KAUDIT_ATTESTATION_TTL", "300"))
+        except (OSError, ValueError) as exc:
+            raise UsageError(f"attestation settings: {exc}") from exc
         insecure = frozenset(h for h in os.environ.get("KAUDIT_INSECURE_REGISTRIES", "").split(",") if h)
-        return cls(policy, key, insecure, float(os.environ.get("KAUDIT_ATTESTATION_TTL", "300")))
+        return cls(policy, key, insecure, ttl)
 
     def get(self, image: str, digest: str) -> ScanReport | None:
         now = time.monotonic()

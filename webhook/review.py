@@ -14,8 +14,9 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from kaudit.inventory import ImageInfo, ScanReport
 from kaudit.policy.engine import evaluate
-from kaudit.policy.model import Mode, Policy, PolicyFinding, RuleInfo, Violation
+from kaudit.policy.model import Mode, Policy, PolicyFinding, RuleInfo
 from kaudit.sources.interface import SourceError
 from kaudit.sources.registry import Reference
 from webhook.attestations import AttestationSource
@@ -131,26 +132,25 @@ class Reviewer:
         try:
             reference = Reference.parse(image)
         except SourceError as exc:
-            decision.findings.append(self._synthetic("KA101", f"{subject}: {exc}", subject))
+            decision.denials.append(f"{subject}: not an image reference kaudit can judge ({exc})")
             return
         report = self.store.get(reference.digest) if reference.digest else None
         if report is None and reference.digest and self.attestations is not None:
             report = self.attestations.get(image, reference.digest)
-        if reference.digest is None:
-            known = self.store.digest_for(image)
-            fix = f"reference the image as {reference.registry}/{reference.repository}@{known}" if known else None
-            message = f"{image} names a tag, which can move: replicas may run different images"
-            decision.findings.append(self._synthetic("KA101", message, subject, fix))
+        known = report is not None
         if report is None:
-            # a tag names no content: its kernels are as unknown as those of an image nobody scanned
-            self._missing_report(decision, subject, reference.digest)
-            return
+            # still judged by what the reference alone shows (pinning, registry) and the pod's own settings
+            digest = reference.digest or self.store.digest_for(image) or ""
+            report = ScanReport(image, (), image=ImageInfo(image, digest, "", ()))
         result = evaluate(report, self.policy, self.catalog, pod=pod, image_reference=image, container=container)
         for finding in result.findings:
             violation = finding.violation
-            if violation.subject is None or violation.subject == name:
+            if violation.subject is None or violation.subject in (name, image):
                 finding = replace(finding, violation=replace(violation, subject=subject))
             decision.findings.append(finding)
+        if not known:
+            # a tag names no content: its kernels are as unknown as those of an image nobody scanned
+            self._missing_report(decision, subject, reference.digest)
 
     def _missing_report(self, decision: Decision, subject: str, digest: str | None) -> None:
         if digest is None:
@@ -167,13 +167,6 @@ class Reviewer:
             decision.warnings.append(f"{container}: no kaudit scan report for its image; its kernels are unknown")
         else:
             decision.audit[f"missing-report-{len(decision.audit)}"] = text[:1000]
-
-    def _synthetic(self, rule_id: str, message: str, subject: str, fix: str | None = None) -> PolicyFinding:
-        rule = self.catalog[rule_id]
-        setting = self.policy.setting(rule_id)
-        exemption = next((e for e in self.policy.exemptions if e.covers(rule_id, None, subject)), None)
-        return PolicyFinding(rule, setting.severity or rule.severity, setting.mode, Violation(message, subject=subject,
-                             fix=fix), exemption)  # fmt: skip
 
 
 def _within_budget(warnings: list[str], total: int = 4096) -> list[str]:

@@ -33,7 +33,7 @@ from packageurl import PackageURL
 
 from kaudit import __version__
 from kaudit.errors import UsageError
-from kaudit.formats.interface import Format
+from kaudit.formats.interface import Format, printable
 from kaudit.inventory import CacheEntry, DeviceCode, GpuBinary, Owner, ScanReport
 
 if TYPE_CHECKING:
@@ -64,7 +64,7 @@ def _index_dependencies(bom: Bom) -> None:
 
 
 def _props(pairs: Iterable[tuple[str, str | None]]) -> list[Property]:
-    return [Property(name=name, value=value) for name, value in pairs if value not in (None, "")]
+    return [Property(name=name, value=printable(value)) for name, value in pairs if value]
 
 
 def _sha256(hex_digest: str) -> list[HashType]:
@@ -124,13 +124,14 @@ def _binary(binary: GpuBinary) -> Component:
         ("kaudit:layer:diff-id", layer.diff_id if layer else None),
         ("kaudit:layer:created-by", layer.created_by if layer else None),
     ])  # fmt: skip
-    occurrence = Occurrence(location=binary.path,
+    path = printable(binary.path)
+    occurrence = Occurrence(location=path,
                             additional_context=f"layer {layer.index} {layer.digest}" if layer else None)  # fmt: skip
     children = [
         Component(
             type=ComponentType.FILE,
             name=f"{code.arch or code.kind.value} {code.kind.value} #{index}",
-            bom_ref=f"kaudit:file:{binary.path}#{index}",
+            bom_ref=f"kaudit:file:{path}#{index}",
             hashes=_sha256(code.sha256),
             properties=_props([
                 ("kaudit:gpu:vendor", code.vendor.value), ("kaudit:gpu:kind", code.kind.value),
@@ -146,8 +147,8 @@ def _binary(binary: GpuBinary) -> Component:
     # components, and adding them one by one re-sorted (and re-hashed) the set every time
     return Component(
         type=ComponentType.LIBRARY if ".so" in posixpath.basename(binary.path) else ComponentType.FILE,
-        name=posixpath.basename(binary.path.split("!/")[-1]) or binary.path,
-        bom_ref=f"kaudit:file:{binary.path}",
+        name=posixpath.basename(path.split("!/")[-1]) or path,
+        bom_ref=f"kaudit:file:{path}",
         hashes=_sha256(binary.sha256),
         properties=properties,
         evidence=ComponentEvidence(occurrences=[occurrence]),
@@ -166,17 +167,18 @@ def _cache_entry(entry: CacheEntry) -> Component:
         purl = PackageURL(type="huggingface", namespace=org, name=name, version=details.get("commit"),
                           qualifiers={"variant": details["variant"]} if "variant" in details else None)  # fmt: skip
         return Component(type=ComponentType.LIBRARY, name=details.get("repository", entry.key),
-                         version=details.get("commit"), purl=purl, bom_ref=f"kaudit:cache:{entry.path}",
+                         version=details.get("commit"), purl=purl, bom_ref=f"kaudit:cache:{printable(entry.path)}",
                          properties=_props(properties))  # fmt: skip
     return Component(type=ComponentType.DATA if not entry.binaries else ComponentType.FILE,
-                     name=f"{entry.type} {entry.key}".strip(), bom_ref=f"kaudit:cache:{entry.path}",
+                     name=printable(f"{entry.type} {entry.key}".strip()),
+                     bom_ref=f"kaudit:cache:{printable(entry.path)}",
                      properties=_props(properties))  # fmt: skip
 
 
 def build_bom(report: ScanReport) -> Bom:
     subject = _subject(report)
     identity = report.image.manifest_digest if report.image is not None else report.subject
-    binaries = {binary.path: _binary(binary) for binary in report.binaries}
+    binaries = {binary.path: _binary(binary) for binary in report.binaries}  # keyed by the report's own paths
     packages: dict[str, Component] = {}
     owned: dict[str, list[Component]] = {}
     for binary in report.binaries:

@@ -3,6 +3,7 @@ evaluation when ``--policy`` was given."""
 
 from __future__ import annotations
 
+import re
 from abc import ABC, abstractmethod
 from typing import TYPE_CHECKING, TextIO
 
@@ -10,6 +11,15 @@ from kaudit.inventory import ScanReport
 
 if TYPE_CHECKING:
     from kaudit.policy.model import PolicyResult
+
+
+_UNSAFE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ud800-\udfff]")
+
+
+def printable(text: str) -> str:
+    """``text`` safe for XML and strict encoders: bytes of a file name that were not UTF-8 (kept as surrogates) and
+    control characters written as ``\\xNN``."""
+    return _UNSAFE.sub(lambda m: f"\\x{ord(m.group()) & 0xFF:02x}", text)
 
 
 class Format(ABC):

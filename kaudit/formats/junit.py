@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import xml.etree.ElementTree as ET
 
-from kaudit.formats.interface import Format
+from kaudit.formats.interface import Format, printable
 from kaudit.inventory import ScanReport
 from kaudit.policy.model import PolicyResult
 
@@ -52,5 +52,9 @@ class JunitFormat(Format):
             failed += len(failures)
         suites.set("tests", str(total))
         suites.set("failures", str(failed))
+        for element in suites.iter():
+            element.attrib.update({key: printable(value) for key, value in element.attrib.items()})
+            if element.text:
+                element.text = printable(element.text)
         ET.indent(suites)
         return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(suites, encoding="unicode") + "\n"

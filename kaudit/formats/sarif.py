@@ -62,7 +62,9 @@ def _result(finding: PolicyFinding, index: int, report: ScanReport) -> dict[str,
         "level": _level(finding),
         "message": {"text": f"{violation.message}. Fix: {finding.fix}"},
         "locations": [location],
-        "partialFingerprints": {"primaryLocationLineHash": hashlib.sha256(identity.encode()).hexdigest() + ":1"},
+        "partialFingerprints": {
+            "primaryLocationLineHash": hashlib.sha256(identity.encode("utf-8", "surrogateescape")).hexdigest() + ":1"
+        },
         "properties": {
             "kaudit:severity": finding.severity.value,
             "kaudit:mode": finding.mode.value,

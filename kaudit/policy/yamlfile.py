@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from datetime import date
+from datetime import date, datetime
 from typing import Any
 
 import yaml
@@ -87,6 +87,8 @@ def load(text: str, source: str) -> Any:
         raise PolicyFileError(source, mark.line + 1 if mark else None, str(exc.problem or exc)) from exc
     except yaml.YAMLError as exc:
         raise PolicyFileError(source, None, str(exc)) from exc
+    except (ValueError, TypeError) as exc:  # a scalar YAML resolves but cannot build, e.g. the date 2024-13-45
+        raise PolicyFileError(source, None, f"invalid value: {exc}") from exc
     finally:
         loader.dispose()
 
@@ -133,6 +135,8 @@ class Fields:
         if key not in self.mapping:
             return None
         value = self.mapping[key]
+        if isinstance(value, datetime):
+            raise self.fail(key, f"{self.what}: {key!r} must be a date (YYYY-MM-DD), not a date and time")
         if isinstance(value, date):
             return value
         try:

@@ -75,6 +75,11 @@ def integrity(context: RuleContext) -> Iterator[Violation]:
                             path=entry.path, layer=entry.layer,
                             fix="delete the cached variant and download it again from the locked commit; "
                                 "find out what changed it")  # fmt: skip
+        elif check == "unverifiable":
+            problems = [note.removeprefix("digest: ") for note in entry.notes if note.startswith("digest:")]
+            yield Violation(f"{entry.key}: metadata.json's digest cannot be checked ({'; '.join(problems[:3])})",
+                            path=entry.path, layer=entry.layer,
+                            fix="use a build whose metadata.json lists sha256 digests of every file")  # fmt: skip
         elif check == "absent" or details.get("digest", ["absent"])[0] == "absent":
             yield Violation(f"{entry.key}: metadata.json lists no file digests, so the files cannot be checked",
                             path=entry.path, layer=entry.layer,

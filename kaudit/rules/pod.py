@@ -66,11 +66,25 @@ def pod_gpus(pod: Mapping[str, Any]) -> list[FleetArch]:
         names.update(sm for pattern, sm in _NVIDIA_PRODUCTS if re.search(pattern, product))
     for family in labels.get("amd.com/gpu.family", set()):
         names.add(family if re.fullmatch(r"gfx[0-9a-f]+", family) else _AMD_FAMILIES.get(family.upper(), ""))
-    return sorted((FleetArch.parse(name) for name in names if name), key=lambda gpu: gpu.name)
+    gpus = []
+    for name in sorted(names):
+        try:
+            gpus.append(FleetArch.parse(name))
+        except ValueError:
+            continue  # a label value that names no GPU kaudit knows: nothing to judge against
+    return gpus
+
+
+UNKNOWN_VALUE = "<set from a Secret, ConfigMap or field>"
 
 
 def _env(container: Mapping[str, Any]) -> dict[str, str]:
-    return {str(e.get("name")): str(e.get("value", "")) for e in container.get("env") or [] if "name" in e}
+    """The container's variables; one set through ``valueFrom`` counts as set to an unknown value."""
+    env = {}
+    for entry in container.get("env") or []:
+        if isinstance(entry, Mapping) and "name" in entry:
+            env[str(entry["name"])] = UNKNOWN_VALUE if "valueFrom" in entry else str(entry.get("value", ""))
+    return env
 
 
 def env_first_use(context: RuleContext) -> Iterator[Violation]:
@@ -91,6 +105,7 @@ def env_first_use(context: RuleContext) -> Iterator[Violation]:
     client = next((s for s in context.report.first_use if s.kind == "kernels-client"), None)
     if client is not None:
         offline = env.get("HF_HUB_OFFLINE", "1" if client.offline else "").lower() in ("1", "true", "yes", "on")
+        # a value from a Secret or ConfigMap cannot be checked here: it does not prove the client offline
         if not offline:
             yield Violation(f"container {name} runs the kernels client ({client.evidence}) with HF_HUB_OFFLINE unset: "
                             "Hub kernels are downloaded when the pod first uses them", subject=name,

@@ -135,9 +135,13 @@ def verify_image(
         try:
             body, _media_type, _digest = client.manifest(artifact)
             manifest = json.loads(body)
-            if (manifest.get("subject") or {}).get("digest") != image_digest:
+            if not isinstance(manifest, dict) or not isinstance(manifest.get("subject"), dict):
+                raise SignatureError("the artifact is not an OCI manifest with a subject")
+            if manifest["subject"].get("digest") != image_digest:
                 raise SignatureError("the artifact manifest's subject is another image")
-            (layer,) = [entry for entry in manifest.get("layers", []) if entry.get("mediaType") == dsse.BUNDLE_TYPE]
+            layers = manifest.get("layers")
+            (layer,) = [e for e in layers if isinstance(e, dict) and e.get("mediaType") == dsse.BUNDLE_TYPE] if \
+                isinstance(layers, list) else []  # fmt: skip
             bundle = dsse.parse_bundle(client.blob(layer["digest"], "attestation bundle"), f"bundle in {artifact}")
             if public_key_pem is not None:
                 signed = dsse.verify_with_key(bundle, public_key_pem)
@@ -147,7 +151,7 @@ def verify_image(
             if image_digest.split(":", 1)[1] not in digests:
                 raise SignatureError(f"the attestation is for another image digest ({', '.join(map(str, digests))})")
             verified.append(Verified(str(signed.get("predicateType")), signed, artifact))
-        except (SignatureError, SourceError, ValueError, KeyError, TypeError) as exc:
+        except (SignatureError, SourceError, ValueError, KeyError, TypeError, AttributeError) as exc:
             reason = exc.diagnostics() if isinstance(exc, Error) else f"malformed artifact: {exc}"
             refused.append(f"{artifact}: {reason}")
     legacy = client.exists(image_digest.replace(":", "-") + ".sig")

@@ -8,8 +8,9 @@ signed with a local EC P-256 key (``verificationMaterial.publicKey``, for air-ga
 ``cryptography``, since sigstore-python is keyless-only), or keyless by Sigstore (verified with sigstore-python
 against the trust root and the policy's signers).
 
-Symbolic links are followed when they stay inside the directory (hub snapshots point into ``blobs/``) and refused
-when they leave it; the signature file itself is not hashed.
+Links to files are followed when they stay inside the directory (hub snapshots point into ``blobs/``) and refused
+when they leave it; links to directories are refused (one could be re-pointed after signing without changing a
+file); the signature file itself is not hashed.
 """
 
 from __future__ import annotations
@@ -39,15 +40,21 @@ def file_digests(directory: Path, ignore: Sequence[Path] = ()) -> dict[str, str]
     digests: dict[str, str] = {}
     for current, dirs, files in os.walk(root, followlinks=False):
         dirs.sort()
-        for name in sorted(files) + [d for d in dirs if os.path.islink(os.path.join(current, d))]:
+        linked_dirs = [d for d in dirs if os.path.islink(os.path.join(current, d))]
+        if linked_dirs:
+            # a directory link could be pointed elsewhere after signing without changing any file's digest
+            raise SignatureError(f"{Path(current) / linked_dirs[0]} links a directory; a signed cache may link files "
+                                 "only")  # fmt: skip
+        for name in sorted(files):
             path = Path(current) / name
-            real = path.resolve()
+            try:
+                real = path.resolve(strict=True)
+            except (OSError, RuntimeError) as exc:
+                raise SignatureError(f"{path} cannot be resolved ({exc})") from exc
             if real in skip or path in skip:
                 continue
             if real != root and root not in real.parents:
                 raise SignatureError(f"{path} links outside {directory}; a signed cache must be self-contained")
-            if real.is_dir():
-                continue  # a link to a directory inside the cache: its files are hashed where they live
             if not real.is_file():
                 raise SignatureError(f"{path} is not a regular file")
             digest = hashlib.sha256()
@@ -83,7 +90,10 @@ def default_signature(directory: Path) -> Path:
 def sign_with_key(directory: Path, private_key_pem: bytes, signature: Path) -> dict[str, Any]:
     """Sign ``directory``'s manifest with a local EC key; writes and returns the bundle."""
     bundle = dsse.sign_with_key(statement(directory, file_digests(directory, [signature])), private_key_pem)
-    signature.write_text(json.dumps(bundle, indent=2) + "\n")
+    try:
+        signature.write_text(json.dumps(bundle, indent=2) + "\n")
+    except OSError as exc:
+        raise SignatureError(f"cannot write the signature {signature}: {exc.strerror}") from exc
     return bundle
 
 

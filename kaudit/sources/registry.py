@@ -64,8 +64,8 @@ class Reference:
             registry, repository = first, rest
         else:
             registry, repository = DOCKER_HUB, name if "/" in name else f"library/{name}"
-        if not repository or not re.fullmatch(r"[a-z0-9]+(?:[._/-][a-z0-9]+)*(?:/[a-z0-9]+(?:[._-][a-z0-9]+)*)*",
-                                               repository):  # fmt: skip
+        component = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"  # the distribution spec's path component
+        if not repository or not re.fullmatch(rf"{component}(?:/{component})*", repository):
             raise SourceError(f"{text}: {repository!r} is not a valid repository name")
         if tag is None and digest is None:
             tag = "latest"

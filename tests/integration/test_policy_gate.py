@@ -12,6 +12,7 @@ library, and a Triton cache with its native launchers built for another GPU.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
@@ -324,3 +325,21 @@ def test_merge_into_syfts_sbom_links_packages_by_purl(
     refused = kaudit("scan", "image", f"oci:{layout}", "--no-cache", "-o", "cyclonedx-json=/dev/null",
                      "--merge-into", str(tmp_path / "missing.json"))  # fmt: skip
     assert refused.returncode == 2 and "--merge-into" in refused.stderr and "Traceback" not in refused.stderr
+
+
+def test_reports_survive_file_names_that_are_not_text(tmp_path: Path) -> None:
+    """Image file names need not be UTF-8 and may hold control characters: every report format still writes, and
+    the XML still parses."""
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    odd = os.fsencode(str(tree)) + b"/lib\xff\x01odd.cubin"
+    with open(odd, "wb") as handle:
+        handle.write(fixture_path("kern_sm_90a.cubin").read_bytes())
+    policy = _policy(tmp_path / "policy.yaml", "registry.example.com")
+    outputs = ["table", "json", "sarif", "junit", "html", "cyclonedx-json", "cyclonedx-xml"]
+    run = kaudit("scan", "path", str(tree), "--policy", str(policy),
+                 *[arg for name in outputs for arg in ("-o", f"{name}={tmp_path / name}")])  # fmt: skip
+    assert run.returncode == 1 and "Traceback" not in run.stderr, run.stderr
+    suites = ET.parse(tmp_path / "junit").getroot()
+    assert any("odd.cubin" in (case.get("name") or "") for case in suites.iter("testcase"))
+    assert "odd.cubin" in (tmp_path / "sarif").read_text() and "odd.cubin" in (tmp_path / "html").read_text()

@@ -309,7 +309,18 @@ def test_health_readiness_metrics_and_bad_requests(server: dict[str, Any], apise
     assert 'kaudit_admission_requests_total{decision="denied",kind="Pod",operation="CREATE"}' in metrics
     assert 'kaudit_admission_findings_total{mode="enforce",rule="KA303",severity="critical"}' in metrics
     assert "kaudit_admission_latency_seconds_bucket" in metrics
-    for body in (b"not json", b"{}", json.dumps({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview"})):
+    odd = [
+        {"uid": "u", "kind": "Pod", "object": {"kind": "Pod", "metadata": None, "spec": {}}},
+        {"uid": "u", "kind": {"kind": "Pod"}, "object": None},
+        {"uid": "u", "object": [1, 2]},
+    ]
+    for request in odd:  # malformed requests are denied with a reason, never a 500
+        review = {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": request}
+        reply = requests.post(url + "/validate", json=review, verify=ca, timeout=5)
+        assert reply.status_code == 200 and reply.json()["response"]["uid"] == "u", reply.text
+    nested = b'{"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": ' + b"[" * 100000
+    for body in (b"not json", b"{}", json.dumps({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview"}),
+                 nested):  # fmt: skip
         reply = requests.post(url + "/validate", data=body, verify=ca, timeout=5,
                               headers={"Content-Type": "application/json"})  # fmt: skip
         assert reply.status_code == 400 and "AdmissionReview" in reply.json()["error"]

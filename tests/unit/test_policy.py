@@ -163,3 +163,11 @@ def test_rules_judge_the_reference_a_pod_uses(tmp_path: Path) -> None:
     assert unpinned.fix == f"reference the image as mirror.example.org/team/app@{digest}"
     (registry,) = [f for f in as_deployed.findings if f.rule.id == "KA102"]
     assert "mirror.example.org" in registry.violation.message
+
+
+@pytest.mark.parametrize(("expires", "message"), [("2024-13-45", "invalid value"),
+                                                  ("2099-01-01 10:00:00", "not a date and time")])  # fmt: skip
+def test_exemption_dates_are_checked(tmp_path: Path, expires: str, message: str) -> None:
+    body = f"exemptions:\n  - rule: KA401\n    reason: r\n    expires: {expires}\n"
+    with pytest.raises(PolicyFileError, match=message):
+        load_policy(_policy(tmp_path, body), CATALOG)

@@ -66,3 +66,34 @@ def test_exempt_namespace_by_name_only(tmp_path: Path) -> None:
     labelled = _request("registry.example.com/app:v1")
     labelled["object"]["metadata"] = {"labels": {"kaudit.dev/exempt": "true"}, "namespace": "sandbox"}
     assert not reviewer.review(labelled).allowed
+
+
+def test_what_the_reference_alone_shows_is_judged_without_a_report(tmp_path: Path) -> None:
+    """No report (a tag, an unscanned digest): pinning and the registry are still judged, with live exemptions
+    only; a name kaudit cannot parse is denied."""
+    body = ("registries: [registry.example.com]\nrules:\n  KA401: {mode: off}\nadmission:\n  missing-report: warn\n"
+            "exemptions:\n  - rule: KA101\n    images: ['registry.example.com/legacy:*']\n    reason: old tags\n"
+            "    expires: 2099-01-01\n  - rule: KA101\n    images: ['registry.example.com/expired:*']\n"
+            "    reason: was allowed\n    expires: 2020-01-01\n")  # fmt: skip
+    reviewer = _reviewer(tmp_path, body)
+    unscanned = "sha256:" + "ef" * 32
+    assert not reviewer.review(_request(f"evil.example.org/app@{unscanned}")).allowed  # KA102 without a report
+    assert reviewer.review(_request(f"registry.example.com/my--app@{unscanned}")).allowed  # a valid name, warned
+    assert reviewer.review(_request("registry.example.com/legacy:v1")).allowed  # a live exemption
+    expired = reviewer.review(_request("registry.example.com/expired:v1"))
+    assert not expired.allowed and "KA101" in expired.message
+    for image in ("registry.example.com/App:v1", "registry.example.com/app@sha512:" + "ab" * 64, "???"):
+        refused = reviewer.review(_request(image))
+        assert not refused.allowed and "not an image reference kaudit can judge" in refused.message, image
+
+
+def test_pod_labels_that_name_no_gpu(tmp_path: Path) -> None:
+    reviewer = _reviewer(tmp_path, "rules:\n  KA401: {mode: off}\n")
+    request = _request(f"registry.example.com/app@{DIGEST}")
+    request["object"]["spec"]["nodeSelector"] = {"nvidia.com/gpu.compute.major": "100",
+                                                 "amd.com/gpu.family": "Radeon-Foo"}  # fmt: skip
+    assert reviewer.review(request).allowed  # nothing to judge against, and no internal error
+    request["object"]["spec"]["containers"][0]["env"] = [{"name": "LOCAL_KERNELS", "valueFrom": {"secretKeyRef": {
+        "name": "s", "key": "k"}}}]  # fmt: skip
+    decision = reviewer.review(request)
+    assert not decision.allowed and "KA601" in decision.message  # a value from a Secret is still set

@@ -205,3 +205,46 @@ def test_hub_signatures_judged_by_ka203(tmp_path: Path) -> None:
     foreign = json.dumps(FakeSigstore().sign_artifact(metadata, SIGNER))
     (foreign_ca,) = ka203(_hub_report(foreign, metadata))
     assert "does not verify" in foreign_ca
+
+
+def test_links_to_directories_and_loops_are_refused(cache_dir: Path, tmp_path: Path) -> None:
+    private, _public = _keys(tmp_path)
+    (cache_dir / "alias").symlink_to(next(p for p in cache_dir.iterdir() if p.is_dir()).name)
+    with pytest.raises(SignatureError, match="links a directory"):
+        cache.sign_with_key(cache_dir, private.read_bytes(), cache_dir / "kaudit-cache.sig")
+    (cache_dir / "alias").unlink()
+    (cache_dir / "loop").symlink_to("loop")
+    refused = kaudit("sign", "cache", str(cache_dir), "--key", str(private))
+    assert refused.returncode == 2 and "cannot be resolved" in refused.stderr and "Traceback" not in refused.stderr
+    (cache_dir / "loop").unlink()
+    nowhere = kaudit("sign", "cache", str(cache_dir), "--key", str(private), "--signature", str(tmp_path / "no/x.sig"))
+    assert nowhere.returncode == 2 and "cannot write the signature" in nowhere.stderr
+
+
+def test_unusable_hub_digests_fail_ka202(tmp_path: Path) -> None:
+    entry = CacheEntry("hf-kernel-hub", "hub/kernels--o--n/snapshots/c/build/v", "o/n@c",
+                       details=(("repository", "o/n"), ("commit", "c" * 40), ("digest", "present"),
+                                ("digest-check", "unverifiable"), ("signature", "absent")),
+                       notes=("digest: metadata.json digest uses 'x'; kaudit checks sha256",))  # fmt: skip
+    policy = tmp_path / "p.yaml"
+    policy.write_text("apiVersion: kaudit.dev/v1\nkind: Policy\nname: t\n")
+    result = evaluate(ScanReport("x", (), caches=(entry,)), load_policy(policy, CATALOG), CATALOG)
+    (finding,) = [f for f in result.findings if f.rule.id == "KA202"]
+    assert "cannot be checked" in finding.violation.message
+
+
+def test_malformed_referrers_are_refused_not_raised() -> None:
+    from kaudit.signing.attestation import verify_image
+
+    class Client:
+        def referrers(self, digest: str) -> list[dict[str, Any]]:
+            return [{"artifactType": "application/vnd.dev.sigstore.bundle.v0.3+json", "digest": "sha256:" + "1" * 64}]
+
+        def manifest(self, ref: str) -> tuple[bytes, str, str]:
+            return b"[1]", "application/vnd.oci.image.manifest.v1+json", ref
+
+        def exists(self, ref: str) -> bool:
+            return False
+
+    found = verify_image(Client(), "sha256:" + "2" * 64, public_key_pem=b"")  # type: ignore[arg-type]
+    assert found.verified == [] and "not an OCI manifest" in found.refused[0]
