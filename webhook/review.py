@@ -61,7 +61,7 @@ def pod_specs(obj: Mapping[str, Any]) -> Iterator[tuple[str, Mapping[str, Any]]]
         spec = obj.get("spec") or {}
         for component in ("predictor", "transformer", "explainer"):
             if isinstance(spec.get(component), Mapping):
-                yield f"spec.{component}", spec[component]
+                yield f"spec.{component}", _with_framework_containers(spec[component])
         return
     path = WORKLOAD_TEMPLATES.get(kind)
     if path is None:
@@ -71,6 +71,16 @@ def pod_specs(obj: Mapping[str, Any]) -> Iterator[tuple[str, Mapping[str, Any]]]
         node = node.get(step) if isinstance(node, Mapping) else None
     if isinstance(node, Mapping):
         yield ".".join(path), node
+
+
+def _with_framework_containers(component: Mapping[str, Any]) -> Mapping[str, Any]:
+    """A KServe component with its framework specs (``model``, ``pytorch``, ``huggingface``, ...) added as
+    containers: each embeds a container, and its ``image`` replaces the serving runtime's."""
+    extra = [{**value, "name": key} for key, value in component.items()
+             if isinstance(value, Mapping) and isinstance(value.get("image"), str)]  # fmt: skip
+    if not extra:
+        return component
+    return {**component, "containers": [*(component.get("containers") or []), *extra]}
 
 
 def containers(pod: Mapping[str, Any]) -> Iterator[tuple[str, Mapping[str, Any]]]:

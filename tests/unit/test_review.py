@@ -97,3 +97,14 @@ def test_pod_labels_that_name_no_gpu(tmp_path: Path) -> None:
         "name": "s", "key": "k"}}}]  # fmt: skip
     decision = reviewer.review(request)
     assert not decision.allowed and "KA601" in decision.message  # a value from a Secret is still set
+
+
+def test_kserve_framework_images_are_judged(tmp_path: Path) -> None:
+    reviewer = _reviewer(tmp_path, "rules:\n  KA401: {mode: off}\n")
+    service = {"uid": "u", "namespace": "team", "operation": "CREATE", "object": {
+        "kind": "InferenceService", "spec": {"predictor": {"model": {
+            "modelFormat": {"name": "pytorch"}, "image": "registry.example.com/runtime:latest"}}}}}  # fmt: skip
+    decision = reviewer.review(service)
+    assert not decision.allowed and "spec.predictor.containers[model]" in decision.message
+    service["object"]["spec"]["predictor"]["model"]["image"] = f"registry.example.com/app@{DIGEST}"
+    assert reviewer.review(service).allowed
