@@ -78,3 +78,25 @@ def test_report_json_from_packed_kernels() -> None:
     JsonFormat().write(report, stream)
     (written,) = json.loads(stream.getvalue())["binaries"][0]["device_code"]
     assert written["kernels"] == [to_jsonable(k) for k in KERNELS] and written["loadable"] is True
+
+
+def test_cyclonedx_json_nested_objects_equal_the_librarys() -> None:
+    """The JSON writer adds device code objects itself (the library is slow on tens of thousands): what it writes
+    must be what cyclonedx-python-lib writes for the same BOM."""
+    from cyclonedx.output import make_outputter
+    from cyclonedx.schema import OutputFormat, SchemaVersion
+
+    from kaudit.formats.cyclonedx import CycloneDxJson, build_bom
+    from tests.conftest import ROOT, scan
+
+    report = scan(ROOT / "examples" / "inference-rootfs")
+    library = json.loads(make_outputter(build_bom(report), OutputFormat.JSON, SchemaVersion.V1_6).output_as_string())
+    ours = json.loads(CycloneDxJson().render(report))
+
+    def nested(document: dict[str, object]) -> dict[str, list[str]]:
+        components = document["components"]
+        assert isinstance(components, list)
+        return {c["bom-ref"]: sorted(json.dumps({**n, "properties": sorted(n["properties"], key=str)}, sort_keys=True)
+                                     for n in c.get("components", [])) for c in components}  # fmt: skip
+
+    assert nested(ours) == nested(library) and sum(map(len, nested(ours).values())) > 20
