@@ -412,7 +412,7 @@ class _Gate:
         return EXIT_OK
 
 
-def _signers(args: argparse.Namespace) -> tuple[list[TrustedIdentity], str | None]:
+def _signers(args: argparse.Namespace, images: bool = False) -> tuple[list[TrustedIdentity], str | None]:
     """The trusted signers and trust root of a verify command (--identity/--issuer, --policy, --trust-config)."""
     from kaudit.policy.model import TrustedIdentity
 
@@ -428,7 +428,7 @@ def _signers(args: argparse.Namespace) -> tuple[list[TrustedIdentity], str | Non
         from kaudit.policy.load import load_catalog, load_policy, resolve_policy
 
         policy = load_policy(resolve_policy(args.policy), load_catalog())
-        signers += policy.trusted_identities
+        signers += policy.image_signers if images else policy.trusted_identities
         trust_config = trust_config or policy.trust_config
     return signers, trust_config
 
@@ -486,7 +486,7 @@ def _attest(args: argparse.Namespace) -> int:
 def _verify_image(args: argparse.Namespace) -> int:
     from kaudit.signing import attestation
 
-    signers, trust_config = _signers(args)
+    signers, trust_config = _signers(args, images=True)
     client, digest = _registry_client(args, _image_options(args))
     found = attestation.verify_image(client, digest, public_key_pem=_read(args.key) if args.key else None,
                                      signers=signers, trust_config=trust_config)  # fmt: skip

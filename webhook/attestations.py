@@ -65,7 +65,7 @@ class AttestationSource:
             client = RegistryClient(reference, insecure=reference.registry in self.insecure, timeout=(2.0, 5.0))
             policy = self.policy
             found = verify_image(client, digest, public_key_pem=self.public_key_pem,
-                                 signers=policy.trusted_identities, trust_config=policy.trust_config)  # fmt: skip
+                                 signers=policy.image_signers, trust_config=policy.trust_config)  # fmt: skip
         except Error as exc:
             log.warning("attestations for %s: %s", image, exc.diagnostics())
             return None

@@ -27,16 +27,19 @@ class ReportStore:
         self.directory = directory
         self._lock = threading.Lock()
         self._cache: dict[str, tuple[float, int, ScanReport | None]] = {}
+        self._indexes: tuple[int, dict[str, str]] | None = None
 
     def get(self, digest: str) -> ScanReport | None:
-        """The report for the image with manifest ``digest``, or ``None``."""
+        """The report for the image with manifest ``digest`` — or with index ``digest``: pods of multi-platform
+        images usually name the index, while reports are stored by the platform manifest that was scanned."""
         if not _DIGEST.match(digest):
             return None
         path = os.path.join(self.directory, f"sha256-{digest.split(':', 1)[1]}.json")
         try:
             status = os.stat(path)
         except OSError:
-            return None
+            platform = self._platform_of(digest)
+            return self.get(platform) if platform is not None and platform != digest else None
         with self._lock:
             cached = self._cache.get(digest)
             if cached is not None and cached[:2] == (status.st_mtime, status.st_size):
@@ -45,6 +48,27 @@ class ReportStore:
         with self._lock:
             self._cache[digest] = (status.st_mtime, status.st_size, report)
         return report
+
+    def _platform_of(self, index_digest: str) -> str | None:
+        """The platform manifest digest of a stored report whose image was resolved through ``index_digest``; the
+        index → platform map is rebuilt only when the directory changes."""
+        try:
+            stamp = os.stat(self.directory).st_mtime_ns
+            names = sorted(os.listdir(self.directory))
+        except OSError:
+            return None
+        with self._lock:
+            if self._indexes is not None and self._indexes[0] == stamp:
+                return self._indexes[1].get(index_digest)
+        platforms: dict[str, str] = {}
+        for name in names:
+            match = re.fullmatch(r"sha256-([0-9a-f]{64})\.json", name)
+            report = self.get(f"sha256:{match.group(1)}") if match else None
+            if report is not None and report.image is not None and report.image.index_digest:
+                platforms[report.image.index_digest] = report.image.manifest_digest
+        with self._lock:
+            self._indexes = (stamp, platforms)
+        return platforms.get(index_digest)
 
     def _read(self, path: str, digest: str, size: int) -> ScanReport | None:
         if size > MAX_REPORT_BYTES:

@@ -88,7 +88,7 @@ def load_policy(path: Path, catalog: dict[str, RuleInfo]) -> Policy:
         raise UsageError(f"cannot read policy {path}: {exc}") from exc
     fields = Fields(load(text, source), source, "a policy")
     fields.only("apiVersion", "kind", "name", "description", "fleet", "signers", "registries", "defaults", "rules",
-                "exemptions", "admission", "trust-config")  # fmt: skip
+                "exemptions", "admission", "trust-config", "attestation-signers")  # fmt: skip
     admission = Fields(fields.mapping_of("admission"), source, "admission", fields.mapping.line_of("admission"))
     admission.only("exempt-namespaces", "missing-report")
     _header(fields, "Policy")
@@ -100,11 +100,8 @@ def load_policy(path: Path, catalog: dict[str, RuleInfo]) -> Policy:
             archs.append(FleetArch.parse(text_arch))
         except ValueError as exc:
             raise fleet.fail("archs", str(exc)) from exc
-    signers = []
-    for item, line in fields.items("signers"):
-        signer = Fields(item, source, "a signer", line)
-        signer.only("issuer", "subject")
-        signers.append(TrustedIdentity(signer.text("issuer"), signer.text("subject")))
+    signers = _signers(fields, "signers", source)
+    attestation_signers = _signers(fields, "attestation-signers", source)
     defaults = Fields(fields.mapping_of("defaults"), source, "defaults", fields.mapping.line_of("defaults"))
     defaults.only("mode", "fail-on")
     settings: dict[str, RuleSetting] = {}
@@ -133,6 +130,7 @@ def load_policy(path: Path, catalog: dict[str, RuleInfo]) -> Policy:
         description=fields.optional_text("description") or "",
         fleet_archs=tuple(archs),
         trusted_identities=tuple(signers),
+        attestation_signers=tuple(attestation_signers),
         trust_config=_relative_to(path, fields.optional_text("trust-config")),
         allowed_registries=fields.texts("registries"),
         default_mode=Mode(defaults.choice("mode", _MODES, "enforce")),
@@ -143,6 +141,15 @@ def load_policy(path: Path, catalog: dict[str, RuleInfo]) -> Policy:
         missing_report=Mode(admission.choice("missing-report", ["enforce", "warn", "audit"], "enforce")),
         source=source,
     )
+
+
+def _signers(fields: Fields, key: str, source: str) -> list[TrustedIdentity]:
+    signers = []
+    for item, line in fields.items(key):
+        signer = Fields(item, source, f"an entry of {key}", line)
+        signer.only("issuer", "subject")
+        signers.append(TrustedIdentity(signer.text("issuer"), signer.text("subject")))
+    return signers
 
 
 def _relative_to(policy: Path, target: str | None) -> str | None:

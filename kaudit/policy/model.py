@@ -110,6 +110,9 @@ class Policy:
     fleet_archs: tuple[FleetArch, ...] = ()
     """The GPUs pods run on; coverage rules judge every GPU binary against each."""
     trusted_identities: tuple[TrustedIdentity, ...] = ()
+    attestation_signers: tuple[TrustedIdentity, ...] = ()
+    """Who may sign kaudit attestations and cosign image signatures; when empty, ``trusted_identities`` (the
+    kernels' signers) are used."""
     trust_config: str | None = None
     """The Sigstore trust root signatures are verified against (a ``trusted_root.json`` or ClientTrustConfig), for
     a private Sigstore deployment; ``None`` is the public-good instance's root shipped with sigstore-python."""
@@ -127,6 +130,10 @@ class Policy:
     """Admission of an image with no scan report: deny (``enforce``), admit with a warning (``warn``) or an audit
     annotation (``audit``)."""
     source: str = ""
+
+    @property
+    def image_signers(self) -> tuple[TrustedIdentity, ...]:
+        return self.attestation_signers or self.trusted_identities
 
     def setting(self, rule: str) -> RuleSetting:
         return self.rules.get(rule, RuleSetting(self.default_mode))

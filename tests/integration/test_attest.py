@@ -106,6 +106,13 @@ def test_keyless_attestation_against_a_private_sigstore(pushed: dict[str, BuiltI
     pinned = [f"{registry.host}/kaudit/keyless@{pushed['keyless'].manifest_digest}", *_ref(registry, "keyless")[1:]]
     gated = kaudit("verify", "image", *pinned, "--policy", str(policy))
     assert gated.returncode == 0, gated.stdout + gated.stderr
+    # image attestations can have signers of their own: the kernels' signers then do not count for them
+    original = policy.read_text()
+    others = "attestation-signers:\n  - issuer: https://x.example\n    subject: https://nobody/*\n"
+    policy.write_text(original.replace("signers:\n", others + "signers:\n", 1))
+    refused = kaudit("verify", "image", *pinned, "--policy", str(policy))
+    assert refused.returncode == 1 and "not among the policy's trusted signers" in refused.stderr
+    policy.write_text(original)
     strict = policy.read_text().replace("archs: [sm_80]", "archs: [sm_75]")
     policy.write_text(strict)
     failing = kaudit("verify", "image", *pinned, "--policy", str(policy))

@@ -171,3 +171,14 @@ def test_exemption_dates_are_checked(tmp_path: Path, expires: str, message: str)
     body = f"exemptions:\n  - rule: KA401\n    reason: r\n    expires: {expires}\n"
     with pytest.raises(PolicyFileError, match=message):
         load_policy(_policy(tmp_path, body), CATALOG)
+
+
+def test_image_signers_default_to_the_kernel_signers(tmp_path: Path) -> None:
+    kernels = "signers:\n  - issuer: https://token.actions.githubusercontent.com\n    subject: https://github.com/k/*\n"
+    images = ("attestation-signers:\n  - issuer: https://token.actions.githubusercontent.com\n"
+              "    subject: https://github.com/platform/*\n")  # fmt: skip
+    only_kernels = load_policy(_policy(tmp_path, kernels), CATALOG)
+    assert only_kernels.image_signers == only_kernels.trusted_identities
+    both = load_policy(_policy(tmp_path, kernels + images), CATALOG)
+    assert [s.subject for s in both.image_signers] == ["https://github.com/platform/*"]
+    assert [s.subject for s in both.trusted_identities] == ["https://github.com/k/*"]

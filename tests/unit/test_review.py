@@ -108,3 +108,17 @@ def test_kserve_framework_images_are_judged(tmp_path: Path) -> None:
     assert not decision.allowed and "spec.predictor.containers[model]" in decision.message
     service["object"]["spec"]["predictor"]["model"]["image"] = f"registry.example.com/app@{DIGEST}"
     assert reviewer.review(service).allowed
+
+
+def test_pods_naming_the_index_find_the_platform_report(tmp_path: Path) -> None:
+    """Reports are stored by the platform manifest that was scanned; pods of multi-platform images name the index."""
+    reviewer = _reviewer(tmp_path, "rules:\n  KA401: {mode: off}\n")
+    index = "sha256:" + "12" * 32
+    report = replace(scan(fixture_path("kern_sm_80.cubin")),
+                     image=ImageInfo("registry.example.com/multi:v1", "sha256:" + "34" * 32, "linux/amd64", (),
+                                     index_digest=index))  # fmt: skip
+    store = Path(reviewer.store.directory)
+    (store / f"sha256-{'34' * 32}.json").write_text(AdmissionFormat().render(report))
+    assert reviewer.store.get(index) is not None
+    assert reviewer.review(_request(f"registry.example.com/multi@{index}")).allowed
+    assert not reviewer.review(_request("registry.example.com/multi@sha256:" + "56" * 32)).allowed
