@@ -8,7 +8,7 @@ config's environment (remote Triton/Inductor caches, forced PTX JIT, local kerne
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 
 from kaudit.caches import CacheView
 from kaudit.inventory import CacheEntry, FirstUseSignal
@@ -38,7 +38,7 @@ def catalog(view: CacheView) -> Iterator[CacheEntry | FirstUseSignal]:
         match = _DIST_INFO.search(path)
         if match:
             installed[_normalized(match.group("name"))] = (path, match.group("version"))
-    offline = view.env.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
+    offline = is_offline(view.env.get("HF_HUB_OFFLINE", ""))
     if "kernels" in installed:
         path, version = installed["kernels"]
         state = "HF_HUB_OFFLINE is set in the image" if offline else "HF_HUB_OFFLINE is not set in the image"
@@ -51,9 +51,19 @@ def catalog(view: CacheView) -> Iterator[CacheEntry | FirstUseSignal]:
                                  f"{name} {version} without flashinfer-cubin or flashinfer-jit-cache downloads "
                                  "cubins at first use")  # fmt: skip
             break
-    for variable, value in sorted(view.env.items()):
+    yield from env_signals(view.env)
+
+
+def env_signals(env: Mapping[str, str]) -> Iterator[FirstUseSignal]:
+    """What an environment (an image config's Env, or a pod container's) makes fetch or compile at first use."""
+    for variable, value in sorted(env.items()):
         signal = _ENV_SIGNALS.get(variable)
         if signal is None and variable.startswith("TORCHINDUCTOR_") and variable.endswith("_REMOTE_CACHE"):
             signal = ("inductor-remote-cache", "Inductor fetches compiled graphs or autotuning results remotely")
         if signal is not None and value not in ("", "0"):
             yield FirstUseSignal(signal[0], f"env:{variable}", f"{signal[1]} ({variable}={value[:80]})")
+
+
+def is_offline(value: str) -> bool:
+    """Whether an ``HF_HUB_OFFLINE`` value switches the Hub client offline."""
+    return value.lower() in ("1", "true", "yes", "on")

@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING
 from kaudit import __version__
 from kaudit.archs import Coverage, FleetArch, coverage
 from kaudit.formats.interface import Format
-from kaudit.inventory import FileStatus, GpuBinary, ScanReport
+from kaudit.inventory import ScanReport
+from kaudit.rules.interface import judged_binaries
 
 if TYPE_CHECKING:
     from kaudit.policy.model import PolicyResult
@@ -52,18 +53,12 @@ def _fleet(report: ScanReport, policy: PolicyResult | None) -> list[FleetArch]:
     return sorted(seen.values(), key=lambda g: (g.vendor, g.major, g.minor, g.name))
 
 
-def _matrix_rows(report: ScanReport) -> list[GpuBinary]:
-    cached = {path for entry in report.caches for path in entry.binaries}
-    return [b for b in report.binaries
-            if b.status is FileStatus.PRESENT and "!/" not in b.path and b.path not in cached]  # fmt: skip
-
-
 def _matrix(report: ScanReport, fleet: list[FleetArch]) -> str:
     if not fleet:
         return "<p>No fleet GPUs to judge against: give a policy with fleet archs.</p>"
     head = "".join(f"<th>{escape(gpu.name)}</th>" for gpu in fleet)
     rows = []
-    for binary in _matrix_rows(report):
+    for binary in judged_binaries(report):
         cells = []
         for gpu in fleet:
             state = coverage(binary.loadable, gpu)

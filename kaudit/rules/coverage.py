@@ -5,15 +5,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from kaudit.archs import Coverage, coverage
-from kaudit.inventory import FileStatus, GpuBinary
+from kaudit.inventory import GpuBinary
 from kaudit.policy.model import Violation
 from kaudit.rules.interface import RuleContext
-
-
-def _present(context: RuleContext) -> Iterator[GpuBinary]:
-    for binary in context.report.binaries:
-        if binary.status is FileStatus.PRESENT and "!/" not in binary.path and binary.path not in context.cached_paths:
-            yield binary
 
 
 def _archs(binary: GpuBinary) -> str:
@@ -27,7 +21,7 @@ def ptx_only(context: RuleContext) -> Iterator[Violation]:
         yield Violation(
             f"{signal.detail}: every kernel is JIT-compiled at each cold start", fix=f"unset {signal.evidence[4:]}"
         )
-    for binary in _present(context):
+    for binary in context.binaries:
         for gpu in context.policy.fleet_archs:
             if coverage(binary.loadable, gpu) is Coverage.PTX_JIT:
                 yield Violation(f"{binary.path} has no machine code for {gpu.name}, only PTX ({_archs(binary)}): "
@@ -39,7 +33,7 @@ def ptx_only(context: RuleContext) -> Iterator[Violation]:
 
 
 def missing(context: RuleContext) -> Iterator[Violation]:
-    for binary in _present(context):
+    for binary in context.binaries:
         for gpu in context.policy.fleet_archs:
             if coverage(binary.loadable, gpu) is Coverage.MISSING:
                 how = (f"nvcc -gencode arch=compute_{gpu.major}{gpu.minor},code=sm_{gpu.major}{gpu.minor}"

@@ -10,9 +10,8 @@ from kaudit.rules.interface import RuleContext
 DOWNLOADERS = {
     "kernels-client": "set HF_HUB_OFFLINE=1 and ship the locked kernels in the image's hub cache "
     "(`kernels download` at build time), loading them with load_kernel(..., lockfile=...)",
-    "flashinfer-cubin-download": "install flashinfer-cubin (or flashinfer-jit-cache) matching flashinfer-python, "
-    "so no cubin is downloaded",
-    "flashinfer-cubins-repository": "drop FLASHINFER_CUBINS_REPOSITORY and ship the cubins in the image",
+    "flashinfer-cubin-download": "install flashinfer-cubin (or flashinfer-jit-cache) matching flashinfer-python and "
+    "drop FLASHINFER_CUBINS_REPOSITORY, so no cubin is downloaded",
     "triton-remote-cache": "drop TRITON_REMOTE_CACHE_BACKEND and ship a pre-warmed Triton cache instead",
     "inductor-remote-cache": "drop the TORCHINDUCTOR_*_REMOTE_CACHE settings and ship a pre-warmed compile cache",
     "kernels-local-override": "drop LOCAL_KERNELS: it loads unchecked code from a local directory",

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
-from kaudit.inventory import ScanReport
+from kaudit.inventory import FileStatus, GpuBinary, ScanReport
 from kaudit.policy.model import Policy, Violation
 
 if TYPE_CHECKING:
@@ -39,10 +39,9 @@ class RuleContext:
         return load_verifier(self.trust_config or self.policy.trust_config)
 
     @cached_property
-    def cached_paths(self) -> frozenset[str]:
-        """GPU binaries that belong to runtime cache entries: the cache rules judge them, not the binary rules
-        (a Triton cache's PTX is never JIT-loaded while its cubin sits beside it)."""
-        return frozenset(path for entry in self.report.caches for path in entry.binaries)
+    def binaries(self) -> list[GpuBinary]:
+        """The GPU binaries the binary rules judge (:func:`judged_binaries`)."""
+        return judged_binaries(self.report)
 
     @property
     def reference(self) -> str | None:
@@ -52,3 +51,12 @@ class RuleContext:
 
 
 Check = Callable[[RuleContext], Iterable[Violation]]
+
+
+def judged_binaries(report: ScanReport) -> list[GpuBinary]:
+    """The GPU binaries coverage and ownership are judged on: present in the final filesystem, standalone (device
+    code found inside another file belongs to that file), and not part of a runtime cache entry — the cache rules
+    judge those (a Triton cache's PTX is never JIT-loaded while its cubin sits beside it)."""
+    cached = {path for entry in report.caches for path in entry.binaries}
+    return [b for b in report.binaries
+            if b.status is FileStatus.PRESENT and "!/" not in b.path and b.path not in cached]  # fmt: skip

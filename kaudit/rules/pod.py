@@ -13,7 +13,7 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 from kaudit.archs import Coverage, FleetArch, coverage
-from kaudit.inventory import FileStatus
+from kaudit.caches.first_use import env_signals, is_offline
 from kaudit.policy.model import Violation
 from kaudit.rules.first_use import DOWNLOADERS
 from kaudit.rules.interface import RuleContext
@@ -32,12 +32,6 @@ _AMD_FAMILIES = {"MI355X": "gfx950", "MI350X": "gfx950", "MI350": "gfx950", "MI3
 _CACHE_PATHS = re.compile(r"(^|/)(\.triton|huggingface|\.cache|torchinductor[^/]*|torch_compile_cache|"
                           r"ComputeCache|\.nv|flashinfer|deep_gemm|miopen)(/|$)")  # fmt: skip
 _SHARED_VOLUMES = ("persistentVolumeClaim", "nfs", "hostPath", "cephfs", "glusterfs", "azureFile", "csi")
-_POD_ENV = {
-    "LOCAL_KERNELS": "kernels-local-override",
-    "TRITON_REMOTE_CACHE_BACKEND": "triton-remote-cache",
-    "FLASHINFER_CUBINS_REPOSITORY": "flashinfer-cubins-repository",
-    "TORCHINDUCTOR_REDIS_HOST": "inductor-remote-cache",
-}
 
 
 def _labels_in(pod: Mapping[str, Any]) -> dict[str, set[str]]:
@@ -93,18 +87,15 @@ def env_first_use(context: RuleContext) -> Iterator[Violation]:
         return
     env = _env(container)
     name = container.get("name", "?")
-    for variable, value in sorted(env.items()):
-        kind = _POD_ENV.get(variable)
-        if kind is None and variable.startswith("TORCHINDUCTOR_") and variable.endswith("_REMOTE_CACHE"):
-            kind = "inductor-remote-cache"
-        if kind is not None and value not in ("", "0"):
-            yield Violation(f"container {name} sets {variable}={value[:80]}", subject=name, fix=DOWNLOADERS[kind])
-        if variable in ("CUDA_FORCE_PTX_JIT", "CUDA_FORCE_JIT") and value not in ("", "0"):
-            yield Violation(f"container {name} sets {variable}: every kernel is JIT-compiled at each cold start",
-                            subject=name, fix=f"unset {variable}")  # fmt: skip
+    for signal in env_signals(env):
+        if signal.kind == "ptx-jit":
+            yield Violation(f"container {name}: {signal.detail}: every kernel is JIT-compiled at each cold start",
+                            subject=name, fix=f"unset {signal.evidence.removeprefix('env:')}")  # fmt: skip
+        elif signal.kind in DOWNLOADERS:
+            yield Violation(f"container {name}: {signal.detail}", subject=name, fix=DOWNLOADERS[signal.kind])
     client = next((s for s in context.report.first_use if s.kind == "kernels-client"), None)
     if client is not None:
-        offline = env.get("HF_HUB_OFFLINE", "1" if client.offline else "").lower() in ("1", "true", "yes", "on")
+        offline = is_offline(env.get("HF_HUB_OFFLINE", "1" if client.offline else ""))
         # a value from a Secret or ConfigMap cannot be checked here: it does not prove the client offline
         if not offline:
             yield Violation(f"container {name} runs the kernels client ({client.evidence}) with HF_HUB_OFFLINE unset: "
@@ -131,11 +122,8 @@ def shared_writable_cache(context: RuleContext) -> Iterator[Violation]:
 def _on_pod_gpus(context: RuleContext, wanted: Coverage) -> Iterator[Violation]:
     if context.pod is None:
         return
-    cached = context.cached_paths
     for gpu in pod_gpus(context.pod):
-        for binary in context.report.binaries:
-            if binary.status is not FileStatus.PRESENT or "!/" in binary.path or binary.path in cached:
-                continue
+        for binary in context.binaries:
             if coverage(binary.loadable, gpu) is wanted:
                 what = "no device code" if wanted is Coverage.MISSING else "only PTX (JIT at every start)"
                 yield Violation(f"{what} for {gpu.name}, the GPU this pod is scheduled on, in {binary.path}",
