@@ -27,7 +27,7 @@ class ReportStore:
         self.directory = directory
         self._lock = threading.Lock()
         self._cache: dict[str, tuple[float, int, ScanReport | None]] = {}
-        self._indexes: tuple[int, dict[str, str]] | None = None
+        self._indexes: tuple[int, dict[str, str], dict[str, str]] | None = None
 
     def get(self, digest: str) -> ScanReport | None:
         """The report for the image with manifest ``digest`` — or with index ``digest``: pods of multi-platform
@@ -50,25 +50,38 @@ class ReportStore:
         return report
 
     def _platform_of(self, index_digest: str) -> str | None:
-        """The platform manifest digest of a stored report whose image was resolved through ``index_digest``; the
-        index → platform map is rebuilt only when the directory changes."""
+        """The platform manifest digest of a stored report whose image was resolved through ``index_digest``."""
+        return self._index()[1].get(index_digest)
+
+    def digest_for(self, reference: str) -> str | None:
+        """The manifest digest of a stored report whose image was scanned as ``reference`` (to tell a tag's user
+        which digest to pin), or ``None``."""
+        return self._index()[0].get(reference)
+
+    def _index(self) -> tuple[dict[str, str], dict[str, str]]:
+        """(scanned reference → manifest digest, index digest → manifest digest) over the stored reports, rebuilt
+        only when the directory changes: tags and index digests are looked up on every admission request."""
         try:
             stamp = os.stat(self.directory).st_mtime_ns
             names = sorted(os.listdir(self.directory))
         except OSError:
-            return None
+            return {}, {}
         with self._lock:
             if self._indexes is not None and self._indexes[0] == stamp:
-                return self._indexes[1].get(index_digest)
+                return self._indexes[1], self._indexes[2]
+        references: dict[str, str] = {}
         platforms: dict[str, str] = {}
         for name in names:
             match = re.fullmatch(r"sha256-([0-9a-f]{64})\.json", name)
             report = self.get(f"sha256:{match.group(1)}") if match else None
-            if report is not None and report.image is not None and report.image.index_digest:
+            if report is None or report.image is None:
+                continue
+            references.setdefault(report.image.reference, report.image.manifest_digest)
+            if report.image.index_digest:
                 platforms[report.image.index_digest] = report.image.manifest_digest
         with self._lock:
-            self._indexes = (stamp, platforms)
-        return platforms.get(index_digest)
+            self._indexes = (stamp, references, platforms)
+        return references, platforms
 
     def _read(self, path: str, digest: str, size: int) -> ScanReport | None:
         if size > MAX_REPORT_BYTES:
@@ -85,18 +98,3 @@ class ReportStore:
                       report.image.manifest_digest if report.image else "no image", digest)  # fmt: skip
             return None
         return report
-
-    def digest_for(self, reference: str) -> str | None:
-        """The manifest digest of a stored report whose image was scanned as ``reference`` (to tell a tag's user
-        which digest to pin), or ``None``."""
-        try:
-            names = sorted(os.listdir(self.directory))
-        except OSError:
-            return None
-        for name in names:
-            match = re.fullmatch(r"sha256-([0-9a-f]{64})\.json", name)
-            if match:
-                report = self.get(f"sha256:{match.group(1)}")
-                if report is not None and report.image is not None and report.image.reference == reference:
-                    return report.image.manifest_digest
-        return None
