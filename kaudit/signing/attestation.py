@@ -84,13 +84,19 @@ def attach(client: RegistryClient, image_digest: str, bundle: dict[str, Any], pr
     return digest
 
 
+def subject_digests(statement: Any) -> list[str]:
+    """The sha256 digests an in-toto statement's subjects name."""
+    listed = statement.get("subject") if isinstance(statement, dict) else None
+    return [str(s["digest"]["sha256"]) for s in listed if isinstance(s, dict) and isinstance(s.get("digest"), dict)
+            and "sha256" in s["digest"]] if isinstance(listed, list) else []  # fmt: skip
+
+
 def subjects(bundle: dict[str, Any]) -> list[str]:
     """The sha256 digests an (unverified) bundle's statement names: to refuse attaching it to another image."""
     import base64
 
     try:
-        statement = json.loads(base64.b64decode(bundle["dsseEnvelope"]["payload"]))
-        return [str(s["digest"]["sha256"]) for s in statement["subject"]]
+        return subject_digests(json.loads(base64.b64decode(bundle["dsseEnvelope"]["payload"])))
     except (KeyError, TypeError, ValueError) as exc:
         raise SignatureError(f"the bundle's payload is not an in-toto statement: {exc}") from exc
 
@@ -147,9 +153,9 @@ def verify_image(
                 signed = dsse.verify_with_key(bundle, public_key_pem)
             else:
                 signed = dsse.verify_keyless(bundle, signers, trust_config)
-            digests = [s.get("digest", {}).get("sha256") for s in signed.get("subject", []) if isinstance(s, dict)]
+            digests = subject_digests(signed)
             if image_digest.split(":", 1)[1] not in digests:
-                raise SignatureError(f"the attestation is for another image digest ({', '.join(map(str, digests))})")
+                raise SignatureError(f"the attestation is for another image digest ({', '.join(digests)})")
             verified.append(Verified(str(signed.get("predicateType")), signed, artifact))
         except (SignatureError, SourceError, ValueError, KeyError, TypeError, AttributeError) as exc:
             reason = exc.diagnostics() if isinstance(exc, Error) else f"malformed artifact: {exc}"
